@@ -1,0 +1,214 @@
+"""NIP-01 events: strict parsing, canonical serialization, id and signature checks, signing.
+
+Parsing is strict on purpose: an event that a lenient parser accepts and another implementation rejects (or
+hashes differently) is an interop bug or a forgery vector, so anything off-spec is an `InvalidEvent`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from pushstr.nostr.errors import InvalidEvent
+from pushstr.nostr.keys import Keys, is_hex, verify_schnorr
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+_FIELDS = frozenset(("id", "pubkey", "created_at", "kind", "tags", "content", "sig"))
+_MAX_TIMESTAMP = 2**53 - 1
+
+
+class KindClass(Enum):
+    """How relays store a kind (NIP-01 "Kinds")."""
+
+    REGULAR = "regular"
+    REPLACEABLE = "replaceable"
+    EPHEMERAL = "ephemeral"
+    ADDRESSABLE = "addressable"
+
+
+def kind_class(kind: int) -> KindClass:
+    """The NIP-01 storage class of `kind`."""
+    if kind in (0, 3) or 10000 <= kind < 20000:
+        return KindClass.REPLACEABLE
+    if 20000 <= kind < 30000:
+        return KindClass.EPHEMERAL
+    if 30000 <= kind < 40000:
+        return KindClass.ADDRESSABLE
+    return KindClass.REGULAR
+
+
+def serialize_for_id(pubkey: str, created_at: int, kind: int, tags: Sequence[Sequence[str]], content: str) -> bytes:
+    """The canonical NIP-01 serialization `[0,pubkey,created_at,kind,tags,content]` as UTF-8 bytes.
+
+    orjson emits compact JSON, UTF-8 verbatim, the short escapes for `\\n \\" \\\\ \\r \\t \\b \\f` and
+    `\\u00XX` for the other control characters — byte-for-byte what the reference implementations hash.
+    """
+    return orjson.dumps([0, pubkey, created_at, kind, tags, content])
+
+
+def compute_id(pubkey: str, created_at: int, kind: int, tags: Sequence[Sequence[str]], content: str) -> str:
+    """sha256 of the canonical serialization, as lowercase hex."""
+    return hashlib.sha256(serialize_for_id(pubkey, created_at, kind, tags, content)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A signed Nostr event. Construct through `parse_event`, `Event.from_dict` or `sign_event`."""
+
+    id: str
+    pubkey: str
+    created_at: int
+    kind: int
+    tags: list[list[str]]
+    content: str
+    sig: str
+
+    @classmethod
+    def from_dict(cls, obj: object) -> Event:
+        """Validate the shape of a decoded JSON object (no id/signature check: see `verify`)."""
+        if not isinstance(obj, dict):
+            raise InvalidEvent("event must be a JSON object")
+        keys = obj.keys()
+        if keys != _FIELDS:
+            missing = _FIELDS - keys
+            if missing:
+                raise InvalidEvent(f"missing field {sorted(missing)[0]!r}")
+            raise InvalidEvent(f"unknown field {sorted(keys - _FIELDS)[0]!r}")
+        event_id, pubkey, sig = obj["id"], obj["pubkey"], obj["sig"]
+        if not is_hex(event_id, 64):
+            raise InvalidEvent("id must be 64 lowercase hex characters")
+        if not is_hex(pubkey, 64):
+            raise InvalidEvent("pubkey must be 64 lowercase hex characters")
+        if not is_hex(sig, 128):
+            raise InvalidEvent("sig must be 128 lowercase hex characters")
+        created_at = obj["created_at"]
+        if type(created_at) is not int or not 0 <= created_at <= _MAX_TIMESTAMP:
+            raise InvalidEvent("created_at must be a non-negative integer")
+        kind = obj["kind"]
+        if type(kind) is not int or not 0 <= kind <= 65535:
+            raise InvalidEvent("kind must be an integer in 0..65535")
+        content = obj["content"]
+        if not isinstance(content, str):
+            raise InvalidEvent("content must be a string")
+        tags = obj["tags"]
+        if not isinstance(tags, list):
+            raise InvalidEvent("tags must be a list")
+        for tag in tags:
+            if not isinstance(tag, list) or not all(isinstance(value, str) for value in tag):
+                raise InvalidEvent("each tag must be a list of strings")
+        return cls(event_id, pubkey, created_at, kind, tags, content, sig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pubkey": self.pubkey,
+            "created_at": self.created_at,
+            "kind": self.kind,
+            "tags": self.tags,
+            "content": self.content,
+            "sig": self.sig,
+        }
+
+    def to_json(self) -> bytes:
+        """Compact JSON of the whole event."""
+        return orjson.dumps(self.to_dict())
+
+    def computed_id(self) -> str:
+        """The id this event's fields hash to (may differ from `self.id` for a forged event)."""
+        return compute_id(self.pubkey, self.created_at, self.kind, self.tags, self.content)
+
+    def has_valid_id(self) -> bool:
+        return self.computed_id() == self.id
+
+    def has_valid_signature(self) -> bool:
+        """BIP-340 check of `sig` over the stated id (does not check that the id matches the fields)."""
+        return verify_schnorr(bytes.fromhex(self.pubkey), bytes.fromhex(self.id), bytes.fromhex(self.sig))
+
+    def verify(self) -> None:
+        """Raise `InvalidEvent` unless the id matches the fields and the signature is valid."""
+        if not self.has_valid_id():
+            raise InvalidEvent("event id does not match its serialization")
+        if not self.has_valid_signature():
+            raise InvalidEvent("bad signature")
+
+    def is_valid(self) -> bool:
+        return self.has_valid_id() and self.has_valid_signature()
+
+    @property
+    def kind_class(self) -> KindClass:
+        return kind_class(self.kind)
+
+    def tag_values(self, name: str) -> list[str]:
+        """Second element of every tag called `name` (`["p", <pubkey>, ...]` → pubkey)."""
+        return [tag[1] for tag in self.tags if len(tag) >= 2 and tag[0] == name]
+
+    def first_tag_value(self, name: str) -> str | None:
+        for tag in self.tags:
+            if len(tag) >= 2 and tag[0] == name:
+                return tag[1]
+        return None
+
+    @property
+    def p_tags(self) -> list[str]:
+        return self.tag_values("p")
+
+    @property
+    def e_tags(self) -> list[str]:
+        return self.tag_values("e")
+
+
+def parse_event(data: bytes | str | dict[str, Any], max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
+    """Parse an event from JSON text (or an already-decoded object) with strict validation.
+
+    Does not verify id or signature; call `Event.verify()` (admission does both in one place).
+    """
+    if isinstance(data, dict):
+        return Event.from_dict(data)
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
+        raise InvalidEvent(f"event larger than {max_bytes} bytes")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("event is not valid JSON") from exc
+    return Event.from_dict(obj)
+
+
+def parse_verified_event(data: bytes | str | dict[str, Any], max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
+    """`parse_event` followed by `Event.verify()`."""
+    event = parse_event(data, max_bytes)
+    event.verify()
+    return event
+
+
+def sign_event(
+    keys: Keys,
+    kind: int,
+    content: str,
+    tags: Iterable[Sequence[str]] = (),
+    created_at: int | None = None,
+) -> Event:
+    """Build and sign an event with `keys` (server AUTH events, gift wraps, test fixtures)."""
+    tag_list = [list(tag) for tag in tags]
+    when = int(time.time()) if created_at is None else created_at
+    event = Event.from_dict(
+        {
+            "id": "0" * 64,
+            "pubkey": keys.public_hex,
+            "created_at": when,
+            "kind": kind,
+            "tags": tag_list,
+            "content": content,
+            "sig": "0" * 128,
+        }
+    )
+    event_id = event.computed_id()
+    sig = keys.sign_schnorr(bytes.fromhex(event_id)).hex()
+    return Event(event_id, keys.public_hex, when, kind, tag_list, content, sig)

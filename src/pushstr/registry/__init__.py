@@ -1,0 +1,1 @@
+"""Who is registered: the `Registration` model, the in-memory index and the store interface."""

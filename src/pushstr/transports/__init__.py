@@ -1,0 +1,1 @@
+"""Push services behind one `Transport` interface, and the dispatcher that feeds them."""

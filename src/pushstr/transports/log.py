@@ -1,0 +1,60 @@
+"""The log transport: one JSON line per notification, to stdout or a file.
+
+It is the transport when no push service is configured, so a fresh install shows what it would push. The device
+appears only as a token digest.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from pushstr.registry.model import Registration
+from pushstr.transports.base import Notification, SendResult
+
+
+class LogTransport:
+    name = "log"
+
+    def __init__(self, path: str = "-") -> None:
+        self._path = path
+        self._file: IO[bytes] | None = None
+
+    async def start(self) -> None:
+        if self._path == "-":
+            self._file = sys.stdout.buffer
+        else:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._path, "ab", buffering=0)  # noqa: SIM115, ASYNC230 - opened once, kept open
+
+    async def close(self) -> None:
+        if self._file is not None and self._path != "-":
+            self._file.close()
+        self._file = None
+
+    async def send(self, notification: Notification, device: Registration) -> SendResult:
+        line = orjson.dumps(
+            {
+                "ts": round(time.time(), 3),
+                "app": notification.app,
+                "platform": str(device.platform),
+                "device": device.token_id,
+                "event_id": notification.event_id,
+                "kind": notification.kind,
+                "recipient": notification.recipient,
+                "mode": notification.mode,
+                "count": notification.count,
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        if self._file is None:
+            await self.start()
+        assert self._file is not None
+        self._file.write(line)
+        if self._path == "-":
+            self._file.flush()
+        return SendResult.delivered()
