@@ -25,7 +25,7 @@ class RateLimitedLog:
         self._max_keys = max_keys
         self._last: dict[str, tuple[float, int]] = {}
 
-    def log(self, level: int, key: str, message: str, *args: object) -> None:
+    def log(self, level: int, key: str, message: str, *args: object, exc_info: bool = False) -> None:
         now = time.monotonic()
         last, suppressed = self._last.get(key, (float("-inf"), 0))
         if now - last < self._interval:
@@ -36,10 +36,10 @@ class RateLimitedLog:
         self._last[key] = (now, 0)
         if suppressed:
             message = f"{message} (+{suppressed} similar suppressed)"
-        self._logger.log(level, message, *args)
+        self._logger.log(level, message, *args, exc_info=exc_info)
 
-    def warning(self, key: str, message: str, *args: object) -> None:
-        self.log(logging.WARNING, key, message, *args)
+    def warning(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
+        self.log(logging.WARNING, key, message, *args, exc_info=exc_info)
 
     def info(self, key: str, message: str, *args: object) -> None:
         self.log(logging.INFO, key, message, *args)

@@ -1,0 +1,1 @@
+"""The HTTP side: the FastAPI app, JSON errors, body limits, health and metrics."""

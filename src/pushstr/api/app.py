@@ -1,0 +1,111 @@
+"""The FastAPI application: health, readiness, info, metrics, NIP-11, the relay endpoint and dialect routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pushstr import __version__
+from pushstr.api.errors import BodyLimit, install_error_handlers
+from pushstr.app import Service
+from pushstr.dialects import http_nip98
+from pushstr.nostr import nip19
+from pushstr.nostr.nip98 import ReplayCache
+from pushstr.relays.endpoint import RelayEndpoint
+
+DIALECTS = ["http-nip98", "relay-endpoint"]
+
+
+def _info(service: Service) -> dict[str, Any]:
+    return {
+        "name": "pushstr",
+        "version": __version__,
+        "pubkey": service.keys.public_hex,
+        "npub": nip19.npub_encode(service.keys.public_hex),
+        "dialects": DIALECTS,
+        "transports": service.delivery.transport_names,
+        "apps": sorted(service.settings.apps),
+        "vapid_public_key": service.delivery.vapid_public_key,
+        "relays": [status.url for status in service.pool.status()],
+    }
+
+
+def _nip11(service: Service) -> dict[str, Any]:
+    """Relay information document for the built-in endpoint: write-only, nothing stored."""
+    return {
+        "name": "pushstr",
+        "description": "Push-notification gateway: accepts events addressed to registered users, serves no reads.",
+        "pubkey": service.keys.public_hex,
+        "software": "pushstr",
+        "version": __version__,
+        "supported_nips": [1, 11],
+        "limitation": {
+            "max_message_length": service.settings.endpoint.max_message_bytes,
+            "auth_required": False,
+            "restricted_writes": False,
+        },
+    }
+
+
+def create_app(service: Service, manage_service: bool = True) -> FastAPI:
+    """The ASGI app; with `manage_service` its lifespan starts and stops `service`."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_service:
+            await service.start()
+        try:
+            yield
+        finally:
+            if manage_service:
+                await service.stop()
+
+    app = FastAPI(
+        title="pushstr",
+        version=__version__,
+        description="Push-notification gateway for Nostr.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=service.settings.server.max_body_bytes)
+    replay = ReplayCache(window=service.settings.registration.nip98_window_seconds)
+    app.include_router(http_nip98.build_router(service.registry, service.settings, replay))
+    endpoint = RelayEndpoint(service.settings.endpoint, service.pipeline.ingest)
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: store open and the ingest running")
+    async def ready() -> JSONResponse:
+        is_ready = await service.ready()
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    @app.get("/info", summary="Server identity, dialects and transports")
+    async def info() -> dict[str, Any]:
+        return _info(service)
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", summary="NIP-11 document (Accept: application/nostr+json) or a short description")
+    async def root(request: Request) -> JSONResponse:
+        if "application/nostr+json" in request.headers.get("accept", ""):
+            return JSONResponse(
+                _nip11(service), media_type="application/nostr+json", headers={"Access-Control-Allow-Origin": "*"}
+            )
+        return JSONResponse({"name": "pushstr", "version": __version__, "docs": "/docs"})
+
+    if service.settings.endpoint.enabled:
+
+        @app.websocket("/")
+        async def relay_endpoint(websocket: WebSocket) -> None:
+            await endpoint.serve(websocket)
+
+    return app

@@ -1,0 +1,1 @@
+"""Registration dialects: each turns one wire format into `Registration` changes in the registry."""

@@ -1,0 +1,190 @@
+"""HTTP registration authenticated with NIP-98 (the Sigil-style `POST /register` dialect).
+
+The signer of the `Authorization: Nostr …` event must be the pubkey being registered, so nobody can route
+another user's notifications to their own device. Each authorization event is single-use (replay cache).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pushstr.api.errors import ApiError
+from pushstr.config import Settings
+from pushstr.nostr import nip19, nip98
+from pushstr.nostr.errors import AuthError, NostrError
+from pushstr.nostr.event import Event
+from pushstr.nostr.keys import is_hex
+from pushstr.registry.model import Platform, Registration
+from pushstr.registry.service import Registry, TooManyDevices
+
+DIALECT = "http"
+MAX_TOKEN_LENGTH = 4096
+MAX_KINDS = 64
+
+AUTH_FAILURES = Counter("pushstr_nip98_failures_total", "Refused NIP-98 authorizations")
+REGISTRATIONS = Counter("pushstr_http_registrations_total", "HTTP registration changes", ["action"])
+
+Kind = Annotated[int, Field(ge=0, le=65535)]
+
+
+class RegisterBody(BaseModel):
+    """`POST /register`. Unknown fields are ignored so that newer clients keep working."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    npub: str = Field(min_length=1, max_length=200)
+    device_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
+    platform: Platform
+    app: str | None = Field(None, max_length=100)
+    kinds: list[Kind] | None = Field(None, max_length=MAX_KINDS)
+    mode: Literal["silent", "alert", "alert+event", "encrypted"] | None = None
+    p256dh: str | None = Field(None, max_length=200)
+    auth: str | None = Field(None, max_length=100)
+    device_pubkey: str | None = Field(None, max_length=100)
+
+
+class UnregisterBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    device_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
+
+
+def registration_view(reg: Registration) -> dict[str, Any]:
+    return {
+        "pubkey": reg.pubkey,
+        "npub": nip19.npub_encode(reg.pubkey),
+        "device_token": reg.device_token,
+        "platform": str(reg.platform),
+        "app": reg.app,
+        "kinds": sorted(reg.kinds),
+        "mode": reg.mode,
+        "created_at": int(reg.created_at),
+    }
+
+
+def _parse_json(body: bytes, model: type[BaseModel]) -> Any:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ApiError(400, f"{where}: {first['msg']}" if where else first["msg"]) from None
+
+
+def _validate_transport_fields(body: RegisterBody) -> None:
+    if body.platform in (Platform.WEBPUSH, Platform.UNIFIEDPUSH) and not body.device_token.startswith(
+        ("https://", "http://")
+    ):
+        raise ApiError(400, "device_token must be the push endpoint URL for webpush and unifiedpush")
+    if body.platform is Platform.WEBPUSH and not (body.p256dh and body.auth):
+        raise ApiError(400, "webpush registrations need p256dh and auth keys")
+    if (body.p256dh is None) != (body.auth is None):
+        raise ApiError(400, "p256dh and auth go together")
+    if body.device_pubkey is not None and not is_hex(body.device_pubkey, 64):
+        raise ApiError(400, "device_pubkey must be 64 lowercase hex characters")
+    if body.mode == "encrypted" and body.device_pubkey is None:
+        raise ApiError(400, "mode 'encrypted' needs device_pubkey")
+
+
+def build_router(
+    registry: Registry,
+    settings: Settings,
+    seen: Callable[[str, int], bool],
+    clock: Callable[[], float] = time.time,
+) -> APIRouter:
+    """Routes `/register`, `/unregister` and `/registrations`."""
+    router = APIRouter(tags=["registration (HTTP + NIP-98)"])
+    window = settings.registration.nip98_window_seconds
+    default_kinds = frozenset(settings.registration.default_kinds)
+
+    def request_url(request: Request) -> str:
+        public = settings.server.public_url
+        if public:
+            query = f"?{request.url.query}" if request.url.query else ""
+            return public.rstrip("/") + request.url.path + query
+        return str(request.url)
+
+    async def authenticate(request: Request, body: bytes) -> Event:
+        try:
+            return nip98.verify_authorization(
+                request.headers.get("authorization"),
+                request.method,
+                request_url(request),
+                body or None,
+                now=clock(),
+                window=window,
+                seen=seen,
+            )
+        except AuthError as exc:
+            AUTH_FAILURES.inc()
+            raise ApiError(401, exc.reason) from None
+
+    @router.post("/register", status_code=201, summary="Register a device for a pubkey (NIP-98 signed by it)")
+    async def register(request: Request) -> JSONResponse:
+        body = await request.body()
+        auth = await authenticate(request, body)
+        data: RegisterBody = _parse_json(body, RegisterBody)
+        try:
+            pubkey = nip19.parse_pubkey(data.npub)
+        except NostrError as exc:
+            raise ApiError(400, f"npub: {exc.reason}") from None
+        if pubkey != auth.pubkey:
+            AUTH_FAILURES.inc()
+            raise ApiError(401, "authorization is not signed by the npub being registered")
+        _validate_transport_fields(data)
+        app = settings.app_for(data.platform, data.app)
+        if app is None:
+            raise ApiError(400, f"app: unknown app {data.app!r}")
+        registration = Registration(
+            pubkey=pubkey,
+            device_token=data.device_token,
+            platform=data.platform,
+            app=app,
+            dialect=DIALECT,
+            kinds=frozenset(data.kinds) if data.kinds else default_kinds,
+            created_at=clock(),
+            mode=data.mode,
+            webpush_p256dh=data.p256dh,
+            webpush_auth=data.auth,
+            device_pubkey=data.device_pubkey,
+        )
+        try:
+            await registry.add(registration)
+        except TooManyDevices as exc:
+            raise ApiError(409, str(exc)) from None
+        REGISTRATIONS.labels("register").inc()
+        return JSONResponse({"ok": True, "registration": registration_view(registration)}, status_code=201)
+
+    async def unregister(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        auth = await authenticate(request, body)
+        data: UnregisterBody = _parse_json(body, UnregisterBody)
+        removed = await registry.remove(auth.pubkey, data.device_token)
+        if not removed:
+            raise ApiError(404, "no such device registered for this pubkey")
+        REGISTRATIONS.labels("unregister").inc()
+        return {"ok": True, "removed": 1}
+
+    router.add_api_route("/unregister", unregister, methods=["DELETE", "POST"], summary="Remove a device")
+
+    @router.get("/registrations", summary="The caller's registered devices (NIP-98)")
+    async def registrations(request: Request) -> dict[str, Any]:
+        auth = await authenticate(request, b"")
+        devices = registry.registrations_of(auth.pubkey)
+        return {"pubkey": auth.pubkey, "registrations": [registration_view(reg) for reg in devices]}
+
+    return router

@@ -1,0 +1,1 @@
+"""The event → notification path: admission, match, policy, batch, render."""

@@ -1,0 +1,82 @@
+"""Admission: the single gate every event passes, whichever relay or endpoint it came from.
+
+Order matters for speed: cheap shape and dedupe checks come before the id hash and the signature check, so an
+event seen on five relays is verified once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from pushstr.engine.dedupe import SeenIds
+from pushstr.nostr.errors import InvalidEvent, NostrError
+from pushstr.nostr.event import Event
+
+ADMITTED = Counter("pushstr_events_admitted_total", "Events that passed admission")
+REJECTED = Counter("pushstr_events_rejected_total", "Events refused by admission", ["reason"])
+for _reason in ("malformed", "bad_id", "bad_signature", "duplicate", "too_old", "future", "too_large"):
+    REJECTED.labels(_reason)
+
+
+class Rejected(NostrError):
+    """An event admission refused; `code` is the metric label, `message` the NIP-01 OK text."""
+
+    def __init__(self, prefix: str, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.prefix = prefix
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    max_event_bytes: int
+    max_age_seconds: int
+    max_future_seconds: int = 15 * 60
+
+
+def _approx_size(event: Event) -> int:
+    """Size of the event's variable parts; relays hand over decoded objects, so the raw length is not known."""
+    return len(event.content) + sum(len(value) + 3 for tag in event.tags for value in tag) + 300
+
+
+class Admission:
+    """Validates, dedupes and verifies events; keeps the bounded in-memory set of ids seen."""
+
+    def __init__(self, limits: AdmissionLimits, seen: SeenIds) -> None:
+        self._limits = limits
+        self._seen = seen
+
+    @property
+    def seen(self) -> SeenIds:
+        return self._seen
+
+    def _reject(self, prefix: str, code: str, reason: str) -> Rejected:
+        REJECTED.labels(code).inc()
+        return Rejected(prefix, code, reason)
+
+    def admit(self, obj: Any, now: float | None = None) -> Event:
+        """The verified event, or `Rejected` (with a NIP-01 prefix) for anything that must not go further."""
+        try:
+            event = Event.from_dict(obj)
+        except InvalidEvent as exc:
+            raise self._reject("invalid", "malformed", exc.reason) from None
+        if event.id in self._seen:
+            raise self._reject("duplicate", "duplicate", "already have this event")
+        if _approx_size(event) > self._limits.max_event_bytes:
+            raise self._reject("invalid", "too_large", f"event larger than {self._limits.max_event_bytes} bytes")
+        current = time.time() if now is None else now
+        if event.created_at < current - self._limits.max_age_seconds:
+            raise self._reject("invalid", "too_old", "event is older than this server accepts")
+        if event.created_at > current + self._limits.max_future_seconds:
+            raise self._reject("invalid", "future", "created_at is too far in the future")
+        if not event.has_valid_id():
+            raise self._reject("invalid", "bad_id", "event id does not match its serialization")
+        if not event.has_valid_signature():
+            raise self._reject("invalid", "bad_signature", "bad signature")
+        self._seen.add(event.id)
+        ADMITTED.inc()
+        return event

@@ -1,0 +1,138 @@
+"""The event path in one place: admission → kind handlers → match → notification → delivery.
+
+Relays and the built-in endpoint both call `Pipeline.ingest`; dialects that speak over Nostr events (kind 22456
+push settings, …) register a handler for their kind and see only admitted, verified events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from pushstr.config import AppConfig
+from pushstr.engine.admission import Admission, Rejected
+from pushstr.engine.dedupe import PushedLog
+from pushstr.engine.match import DevicesFor, match_event
+from pushstr.logutil import RateLimitedLog
+from pushstr.nostr.event import Event
+from pushstr.registry.model import Registration
+from pushstr.transports.base import Notification
+
+log = logging.getLogger(__name__)
+_rate_log = RateLimitedLog(log)
+
+MATCHED = Counter("pushstr_events_matched_total", "Admitted events that reached at least one device")
+NOTIFICATIONS = Counter("pushstr_notifications_total", "Notifications handed to delivery", ["result"])
+HANDLER_ERRORS = Counter("pushstr_kind_handler_errors_total", "Kind handlers that raised", ["kind"])
+GIFT_WRAP = 1059
+
+
+class Submitter(Protocol):
+    def submit(self, notification: Notification, device: Registration) -> bool: ...
+
+
+KindHandler = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to one incoming event: `accepted` is the NIP-01 OK flag, `message` its text."""
+
+    accepted: bool
+    message: str
+    event_id: str | None = None
+    notified: int = 0
+
+
+def _conversation(event: Event) -> str | None:
+    """A key under which newer pushes replace older ones: the sender for DMs, the thread root for mentions."""
+    if event.kind == 4:
+        return event.pubkey
+    for tag in event.tags:
+        if len(tag) >= 4 and tag[0] == "e" and tag[3] == "root":
+            return tag[1]
+    return event.first_tag_value("e")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        admission: Admission,
+        devices_for: DevicesFor,
+        delivery: Submitter,
+        apps: Mapping[str, AppConfig],
+        pushed: PushedLog,
+    ) -> None:
+        self._admission = admission
+        self._devices_for = devices_for
+        self._delivery = delivery
+        self._apps = apps
+        self._pushed = pushed
+        self._handlers: dict[int, KindHandler] = {}
+
+    def add_kind_handler(self, kind: int, handler: KindHandler) -> None:
+        """Route admitted events of `kind` to a dialect instead of matching them."""
+        self._handlers[kind] = handler
+
+    def on_relay_event(self, obj: dict[str, Any], relay_url: str) -> None:
+        """Sink for the relay pool: results are counted by admission; nothing to answer."""
+        self.ingest(obj, relay_url)
+
+    def ingest(self, obj: Any, relay_url: str | None = None) -> IngestResult:
+        try:
+            event = self._admission.admit(obj)
+        except Rejected as exc:
+            accepted = exc.code == "duplicate"
+            return IngestResult(accepted, exc.message, obj.get("id") if isinstance(obj, dict) else None)
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            try:
+                handler(event)
+            except Exception:
+                HANDLER_ERRORS.labels(str(event.kind)).inc()
+                _rate_log.warning(f"handler-{event.kind}", "kind %d handler failed", event.kind, exc_info=True)
+            return IngestResult(True, "", event.id)
+        return IngestResult(True, "", event.id, self._notify(event, relay_url))
+
+    def _notify(self, event: Event, relay_url: str | None) -> int:
+        matches = match_event(event, self._devices_for)
+        if not matches:
+            return 0
+        MATCHED.inc()
+        self._pushed.record(event.id)
+        sent = 0
+        sender = None if event.kind == GIFT_WRAP else event.pubkey
+        conversation = _conversation(event)
+        event_json: bytes | None = None
+        for found in matches:
+            device = found.device
+            app = self._apps.get(device.app)
+            if app is None:
+                NOTIFICATIONS.labels("unknown_app").inc()
+                continue
+            if event_json is None:
+                event_json = event.to_json()
+            preview = event.content[: app.preview_length] if event.kind == 1 and app.preview_length else None
+            notification = Notification(
+                event_id=event.id,
+                kind=event.kind,
+                recipient=found.recipient,
+                sender=sender,
+                created_at=event.created_at,
+                app=device.app,
+                mode=device.mode or app.mode,
+                event_json=event_json,
+                relay=relay_url,
+                conversation=conversation,
+                preview=preview,
+            )
+            if self._delivery.submit(notification, device):
+                NOTIFICATIONS.labels("queued").inc()
+                sent += 1
+            else:
+                NOTIFICATIONS.labels("dropped").inc()
+        return sent

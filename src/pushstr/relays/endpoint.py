@@ -1,0 +1,119 @@
+"""The built-in relay endpoint: apps and relay forwarders push `["EVENT", …]` straight to pushstr.
+
+It answers `OK` per NIP-01 and feeds the same admission path as the relay pool, so an event seen both here and on
+a relay is pushed once. It stores nothing and serves no reads: `REQ` is answered with `CLOSED`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import WebSocket, WebSocketDisconnect
+from prometheus_client import Counter, Gauge
+
+from pushstr.config import EndpointConfig
+from pushstr.engine.pipeline import IngestResult
+from pushstr.logutil import RateLimitedLog
+
+log = logging.getLogger(__name__)
+_rate_log = RateLimitedLog(log)
+
+MESSAGES = Counter("pushstr_endpoint_messages_total", "Messages received on the built-in endpoint", ["type"])
+CONNECTIONS = Gauge("pushstr_endpoint_connections", "Open connections to the built-in endpoint")
+
+Ingest = Callable[[Any, str | None], IngestResult]
+
+
+class TokenBucket:
+    """`rate_per_minute` events with a burst of the same size; refilled continuously."""
+
+    def __init__(self, rate_per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._capacity = float(rate_per_minute)
+        self._tokens = float(rate_per_minute)
+        self._per_second = rate_per_minute / 60.0
+        self._clock = clock
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._per_second)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class RelayEndpoint:
+    def __init__(self, config: EndpointConfig, ingest: Ingest) -> None:
+        self._config = config
+        self._ingest = ingest
+        self._open = 0
+
+    async def serve(self, websocket: WebSocket) -> None:
+        if self._open >= self._config.max_connections:
+            MESSAGES.labels("refused_connection").inc()
+            await websocket.close(code=1013, reason="too many connections")
+            return
+        await websocket.accept()
+        self._open += 1
+        CONNECTIONS.inc()
+        bucket = TokenBucket(self._config.events_per_minute)
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                reply = self.handle(raw, bucket)
+                if reply is not None:
+                    await websocket.send_text(reply.decode())
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._open -= 1
+            CONNECTIONS.dec()
+
+    def handle(self, raw: str, bucket: TokenBucket) -> bytes | None:
+        """The reply to one client message (None when NIP-01 wants no reply)."""
+        if len(raw) > self._config.max_message_bytes:
+            MESSAGES.labels("too_large").inc()
+            return _notice(f"invalid: message larger than {self._config.max_message_bytes} bytes")
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            MESSAGES.labels("garbage").inc()
+            return _notice("invalid: message is not JSON")
+        if not isinstance(message, list) or not message or not isinstance(message[0], str):
+            MESSAGES.labels("garbage").inc()
+            return _notice("invalid: message must be a JSON array starting with a type")
+        kind = message[0]
+        if kind == "EVENT":
+            MESSAGES.labels("event").inc()
+            return self._event(message, bucket)
+        if kind == "REQ":
+            MESSAGES.labels("req").inc()
+            sub_id = message[1] if len(message) > 1 and isinstance(message[1], str) else ""
+            return orjson.dumps(["CLOSED", sub_id[:64], "restricted: this endpoint accepts events only"])
+        if kind == "CLOSE":
+            MESSAGES.labels("close").inc()
+            return None
+        MESSAGES.labels("unknown").inc()
+        return _notice(f"invalid: unsupported message type {kind[:20]!r}")
+
+    def _event(self, message: list[Any], bucket: TokenBucket) -> bytes:
+        event = message[1] if len(message) == 2 else None
+        event_id = event.get("id") if isinstance(event, dict) else None
+        reply_id = event_id if isinstance(event_id, str) and len(event_id) <= 64 else ""
+        if event is None:
+            return orjson.dumps(["OK", reply_id, False, "invalid: EVENT takes exactly one event"])
+        if not bucket.take():
+            MESSAGES.labels("rate_limited").inc()
+            return orjson.dumps(["OK", reply_id, False, "rate-limited: slow down"])
+        result = self._ingest(event, None)
+        return orjson.dumps(["OK", reply_id, result.accepted, result.message])
+
+
+def _notice(text: str) -> bytes:
+    return orjson.dumps(["NOTICE", text])

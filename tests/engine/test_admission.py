@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pushstr.engine.admission import REJECTED, Admission, AdmissionLimits, Rejected
+from pushstr.engine.dedupe import SeenIds
+from pushstr.nostr.event import sign_event
+from pushstr.nostr.keys import Keys
+
+KEYS = Keys.generate()
+
+
+def _admission() -> Admission:
+    return Admission(AdmissionLimits(max_event_bytes=4096, max_age_seconds=3600), SeenIds(1000))
+
+
+def _rejected_count(code: str) -> float:
+    return REJECTED.labels(code)._value.get()
+
+
+def test_valid_event_is_admitted_once_then_duplicate() -> None:
+    admission = _admission()
+    event = sign_event(KEYS, 1, "hello", [["p", "ab" * 32]])
+    assert admission.admit(event.to_dict()).id == event.id
+    before = _rejected_count("duplicate")
+    with pytest.raises(Rejected) as caught:
+        admission.admit(event.to_dict())
+    assert caught.value.message.startswith("duplicate:")
+    assert _rejected_count("duplicate") == before + 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (lambda d: d.update(content="tampered"), "bad_id"),
+        (lambda d: d.update(sig="00" * 64), "bad_signature"),
+        (lambda d: d.pop("sig"), "malformed"),
+        (lambda d: d.update(kind=70000), "malformed"),
+        (lambda d: d.update(content="x" * 5000), "too_large"),
+    ],
+)
+def test_rejections_are_counted_with_nip01_prefix(mutate, code: str) -> None:  # type: ignore[no-untyped-def]
+    admission = _admission()
+    obj = sign_event(KEYS, 1, "hello").to_dict()
+    mutate(obj)
+    before = _rejected_count(code)
+    with pytest.raises(Rejected) as caught:
+        admission.admit(obj)
+    assert caught.value.code == code
+    assert caught.value.message.startswith("invalid: ")
+    assert _rejected_count(code) == before + 1
+
+
+def test_a_forged_copy_does_not_poison_dedupe() -> None:
+    admission = _admission()
+    event = sign_event(KEYS, 1, "real")
+    forged = event.to_dict() | {"sig": "11" * 64}
+    with pytest.raises(Rejected):
+        admission.admit(forged)
+    assert admission.admit(event.to_dict()).id == event.id
+
+
+def test_age_window() -> None:
+    admission = _admission()
+    now = time.time()
+    old = sign_event(KEYS, 1, "old", created_at=int(now) - 7200)
+    future = sign_event(KEYS, 1, "future", created_at=int(now) + 3600)
+    with pytest.raises(Rejected, match="older"):
+        admission.admit(old.to_dict(), now=now)
+    with pytest.raises(Rejected, match="future"):
+        admission.admit(future.to_dict(), now=now)
+
+
+def test_garbage_objects_are_malformed_not_crashes() -> None:
+    admission = _admission()
+    for garbage in (None, 1, "x", [], {"id": 1}, {"tags": [[1]]}):
+        with pytest.raises(Rejected) as caught:
+            admission.admit(garbage)
+        assert caught.value.code == "malformed"
+
+
+def test_seen_ids_are_bounded() -> None:
+    seen = SeenIds(3)
+    for value in "abcd":
+        assert seen.add(value)
+    assert "a" not in seen
+    assert len(seen) == 3
+    assert not seen.add("d")
