@@ -86,6 +86,6 @@ def test_server_key_from_config_and_file(tmp_path: Path) -> None:
     key_file = tmp_path / "k"
     key_file.write_text(keys.secret_hex + "\n")
     assert load_server_keys(_settings(tmp_path, secret_key_file=str(key_file))).public == keys.public
-    with pytest.raises(ConfigError, match="nostr.secret_key"):
+    with pytest.raises(ConfigError, match=r"nostr\.secret_key"):
         load_server_keys(_settings(tmp_path, secret_key="zz"))
     assert not (tmp_path / "server.key").exists()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from types import FrameType
 
 import orjson
 
@@ -20,6 +21,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """Exit with status 0 after a graceful SIGTERM/SIGINT shutdown (uvicorn would re-raise the signal)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
 
     from pushstr.api.app import create_app
     from pushstr.app import Service
@@ -37,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    asyncio.run(GracefulServer(config).serve())
     return 0
 
 

@@ -179,7 +179,10 @@ def build_router(
         REGISTRATIONS.labels("unregister").inc()
         return {"ok": True, "removed": 1}
 
-    router.add_api_route("/unregister", unregister, methods=["DELETE", "POST"], summary="Remove a device")
+    for method in ("DELETE", "POST"):
+        router.add_api_route(
+            "/unregister", unregister, methods=[method], summary="Remove a device", operation_id=f"unregister_{method}"
+        )
 
     @router.get("/registrations", summary="The caller's registered devices (NIP-98)")
     async def registrations(request: Request) -> dict[str, Any]:

@@ -50,3 +50,9 @@ class AuthError(NostrError):
     """A NIP-98 / NIP-42 authentication event that does not authorize the request."""
 
     prefix = "restricted"
+
+
+class InvalidFilter(NostrError):
+    """A NIP-01 subscription filter that is malformed (unknown field, wrong type, too many values)."""
+
+    prefix = "invalid"

@@ -6,11 +6,11 @@ hashes differently) is an interop bug or a forgery vector, so anything off-spec 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from hashlib import sha256
 from typing import Any
 
 import orjson
@@ -46,15 +46,20 @@ def kind_class(kind: int) -> KindClass:
 def serialize_for_id(pubkey: str, created_at: int, kind: int, tags: Sequence[Sequence[str]], content: str) -> bytes:
     """The canonical NIP-01 serialization `[0,pubkey,created_at,kind,tags,content]` as UTF-8 bytes.
 
-    orjson emits compact JSON, UTF-8 verbatim, the short escapes for `\\n \\" \\\\ \\r \\t \\b \\f` and
-    `\\u00XX` for the other control characters — byte-for-byte what the reference implementations hash.
+    orjson emits compact JSON, UTF-8 verbatim (DEL, U+2028 and U+2029 included), the short escapes for
+    `\\n \\" \\\\ \\r \\t \\b \\f` and `\\u00xx` (lowercase) for the other control characters, which
+    is byte-for-byte what JSON.stringify and serde_json (nostr-tools, rust-nostr) hash; a property test keeps
+    it that way. A string with a lone surrogate has no UTF-8 encoding and so no id: `InvalidEvent`.
     """
-    return orjson.dumps([0, pubkey, created_at, kind, tags, content])
+    try:
+        return orjson.dumps([0, pubkey, created_at, kind, tags, content])
+    except orjson.JSONEncodeError as exc:
+        raise InvalidEvent("event fields cannot be serialized (lone surrogate or non-string tag)") from exc
 
 
 def compute_id(pubkey: str, created_at: int, kind: int, tags: Sequence[Sequence[str]], content: str) -> str:
     """sha256 of the canonical serialization, as lowercase hex."""
-    return hashlib.sha256(serialize_for_id(pubkey, created_at, kind, tags, content)).hexdigest()
+    return sha256(serialize_for_id(pubkey, created_at, kind, tags, content)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,7 @@ class Event:
             missing = _FIELDS - keys
             if missing:
                 raise InvalidEvent(f"missing field {sorted(missing)[0]!r}")
-            raise InvalidEvent(f"unknown field {sorted(keys - _FIELDS)[0]!r}")
+            raise InvalidEvent(f"unknown field {next(iter(keys - _FIELDS))!r:.64}")
         event_id, pubkey, sig = obj["id"], obj["pubkey"], obj["sig"]
         if not is_hex(event_id, 64):
             raise InvalidEvent("id must be 64 lowercase hex characters")
@@ -117,28 +122,50 @@ class Event:
 
     def to_json(self) -> bytes:
         """Compact JSON of the whole event."""
-        return orjson.dumps(self.to_dict())
+        try:
+            return orjson.dumps(self.to_dict())
+        except orjson.JSONEncodeError as exc:
+            raise InvalidEvent("event fields cannot be serialized") from exc
 
     def computed_id(self) -> str:
         """The id this event's fields hash to (may differ from `self.id` for a forged event)."""
         return compute_id(self.pubkey, self.created_at, self.kind, self.tags, self.content)
 
     def has_valid_id(self) -> bool:
-        return self.computed_id() == self.id
+        try:
+            return self.computed_id() == self.id
+        except InvalidEvent:
+            return False
 
     def has_valid_signature(self) -> bool:
         """BIP-340 check of `sig` over the stated id (does not check that the id matches the fields)."""
-        return verify_schnorr(bytes.fromhex(self.pubkey), bytes.fromhex(self.id), bytes.fromhex(self.sig))
+        try:
+            return verify_schnorr(bytes.fromhex(self.pubkey), bytes.fromhex(self.id), bytes.fromhex(self.sig))
+        except (ValueError, TypeError):
+            return False
 
     def verify(self) -> None:
-        """Raise `InvalidEvent` unless the id matches the fields and the signature is valid."""
-        if not self.has_valid_id():
+        """Raise `InvalidEvent` unless the id matches the fields and the signature is valid.
+
+        This is the admission hot path: the digest is hashed once and handed to the verifier as bytes, and the
+        author's parsed key comes from the bounded cache in `keys`.
+        """
+        digest = sha256(serialize_for_id(self.pubkey, self.created_at, self.kind, self.tags, self.content)).digest()
+        if digest.hex() != self.id:
             raise InvalidEvent("event id does not match its serialization")
-        if not self.has_valid_signature():
+        try:
+            valid = verify_schnorr(bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig))
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
             raise InvalidEvent("bad signature")
 
     def is_valid(self) -> bool:
-        return self.has_valid_id() and self.has_valid_signature()
+        try:
+            self.verify()
+        except InvalidEvent:
+            return False
+        return True
 
     @property
     def kind_class(self) -> KindClass:
@@ -171,7 +198,9 @@ def parse_event(data: bytes | str | dict[str, Any], max_bytes: int = DEFAULT_MAX
     if isinstance(data, dict):
         return Event.from_dict(data)
     if isinstance(data, str):
-        data = data.encode("utf-8", "surrogatepass")
+        data = data.encode("utf-8", "surrogatepass")  # a lone surrogate becomes invalid UTF-8 below
+    elif not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidEvent("event must be JSON text")
     if len(data) > max_bytes:
         raise InvalidEvent(f"event larger than {max_bytes} bytes")
     try:
@@ -198,17 +227,15 @@ def sign_event(
     """Build and sign an event with `keys` (server AUTH events, gift wraps, test fixtures)."""
     tag_list = [list(tag) for tag in tags]
     when = int(time.time()) if created_at is None else created_at
-    event = Event.from_dict(
-        {
-            "id": "0" * 64,
-            "pubkey": keys.public_hex,
-            "created_at": when,
-            "kind": kind,
-            "tags": tag_list,
-            "content": content,
-            "sig": "0" * 128,
-        }
-    )
-    event_id = event.computed_id()
-    sig = keys.sign_schnorr(bytes.fromhex(event_id)).hex()
-    return Event(event_id, keys.public_hex, when, kind, tag_list, content, sig)
+    unsigned = {
+        "id": "0" * 64,
+        "pubkey": keys.public_hex,
+        "created_at": when,
+        "kind": kind,
+        "tags": tag_list,
+        "content": content,
+        "sig": "0" * 128,
+    }
+    Event.from_dict(unsigned)  # same shape rules as for received events
+    digest = sha256(serialize_for_id(keys.public_hex, when, kind, tag_list, content)).digest()
+    return Event(digest.hex(), keys.public_hex, when, kind, tag_list, content, keys.sign_schnorr(digest).hex())

@@ -1,20 +1,32 @@
-"""secp256k1 keys for Nostr: x-only public keys (BIP-340) and secret keys."""
+"""secp256k1 keys for Nostr: x-only public keys (BIP-340), secret keys and the raw ECDH shared point."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from coincurve import PrivateKey, PublicKeyXOnly
+from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
+from coincurve._libsecp256k1 import ffi, lib
 
 from pushstr.nostr.errors import InvalidKey
 
-_HEX = frozenset("0123456789abcdef")
+# Parsing an x-only key costs a square root; relays deliver many events per author, so parsed keys are kept.
+# The cache is bounded (LRU), so a flood of fresh pubkeys only costs the parse, never unbounded memory.
+PUBKEY_CACHE_SIZE = 16384
+
+_HEX_RE: dict[int, re.Pattern[str]] = {}
+# `secp256k1_schnorrsig_extraparams` starts with this magic (SECP256K1_SCHNORRSIG_EXTRAPARAMS_MAGIC).
+_EXTRAPARAMS_MAGIC = b"\xda\x6f\xb3\x8c"
 
 
 def is_hex(value: object, length: int) -> bool:
     """True when `value` is a lowercase hex string of exactly `length` characters."""
-    return isinstance(value, str) and len(value) == length and not (set(value) - _HEX)
+    pattern = _HEX_RE.get(length)
+    if pattern is None:
+        pattern = _HEX_RE.setdefault(length, re.compile(f"[0-9a-f]{{{length}}}"))
+    return type(value) is str and pattern.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +41,7 @@ class Keys:
     _private: PrivateKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.secret) != 32:
+        if not isinstance(self.secret, bytes) or len(self.secret) != 32:
             raise InvalidKey("secret key must be 32 bytes")
         try:
             private = PrivateKey(self.secret)
@@ -50,7 +62,7 @@ class Keys:
     @classmethod
     def from_hex(cls, secret_hex: str) -> Keys:
         """Keys from a 64-hex secret key (either case)."""
-        if not is_hex(secret_hex.lower(), 64):
+        if not isinstance(secret_hex, str) or not is_hex(secret_hex.lower(), 64):
             raise InvalidKey("secret key must be 64 hex characters")
         return cls(bytes.fromhex(secret_hex))
 
@@ -68,8 +80,45 @@ class Keys:
         return self._private
 
     def sign_schnorr(self, message: bytes, aux_rand: bytes | None = None) -> bytes:
-        """BIP-340 signature over `message` (32 bytes for Nostr ids; other lengths are allowed by BIP-340)."""
-        return self._private.sign_schnorr(message, aux_rand if aux_rand is not None else os.urandom(32))
+        """BIP-340 signature over `message` (32 bytes for Nostr ids; other lengths are allowed by BIP-340).
+
+        `aux_rand` defaults to 32 fresh random bytes; tests pass fixed bytes to reproduce published vectors.
+        """
+        aux = os.urandom(32) if aux_rand is None else aux_rand
+        if len(aux) != 32:
+            raise InvalidKey("aux_rand must be 32 bytes")
+        if len(message) == 32:
+            return self._private.sign_schnorr(message, aux)
+        return _sign_any_length(self._private, self.public, message, aux)
+
+
+def _sign_any_length(private: PrivateKey, public: bytes, message: bytes, aux: bytes) -> bytes:
+    """BIP-340 over a message that is not 32 bytes long, which coincurve's wrapper refuses.
+
+    libsecp256k1 supports it through `schnorrsig_sign_custom`; the result is verified before it is returned.
+    """
+    ctx = private.context.ctx
+    keypair = ffi.new("secp256k1_keypair *")
+    if not lib.secp256k1_keypair_create(ctx, keypair, private.secret):
+        raise InvalidKey("secret key out of range")
+    aux_buf = ffi.new("unsigned char[32]", aux)
+    params = ffi.new("secp256k1_schnorrsig_extraparams *")
+    params.magic = list(_EXTRAPARAMS_MAGIC)
+    params.noncefp = ffi.NULL
+    params.ndata = aux_buf
+    signature = ffi.new("unsigned char[64]")
+    if not lib.secp256k1_schnorrsig_sign_custom(ctx, signature, message, len(message), keypair, params):
+        raise InvalidKey("signing failed")
+    result = bytes(ffi.buffer(signature))
+    if not verify_schnorr(public, message, result):  # pragma: no cover - libsecp256k1 fault
+        raise InvalidKey("signature self-check failed")
+    return result
+
+
+@lru_cache(maxsize=PUBKEY_CACHE_SIZE)
+def xonly_public_key(public: bytes) -> PublicKeyXOnly:
+    """The parsed coincurve key for 32 raw bytes (cached); `ValueError` when not a valid x coordinate."""
+    return PublicKeyXOnly(public)
 
 
 def verify_schnorr(public: bytes, message: bytes, signature: bytes) -> bool:
@@ -77,7 +126,7 @@ def verify_schnorr(public: bytes, message: bytes, signature: bytes) -> bool:
     if len(public) != 32 or len(signature) != 64:
         return False
     try:
-        return bool(PublicKeyXOnly(public).verify(signature, message))
+        return bool(xonly_public_key(public).verify(signature, message))
     except (ValueError, TypeError):
         return False
 
@@ -88,7 +137,20 @@ def public_key_bytes(public_hex: str) -> bytes:
         raise InvalidKey("public key must be 64 lowercase hex characters")
     raw = bytes.fromhex(public_hex)
     try:
-        PublicKeyXOnly(raw)
+        xonly_public_key(raw)
     except ValueError as exc:
         raise InvalidKey("public key is not on the curve") from exc
     return raw
+
+
+def shared_point_x(keys: Keys, public: bytes) -> bytes:
+    """The raw 32-byte x coordinate of `secret * lift_x(public)` (even y), as NIP-04 and NIP-44 require.
+
+    coincurve's `ecdh()` hashes the shared point, which is not what Nostr uses, so the point is multiplied
+    with a tweak instead and its compressed encoding is cut to the x coordinate.
+    """
+    try:
+        point = PublicKey(b"\x02" + public)
+    except ValueError as exc:
+        raise InvalidKey("public key is not on the curve") from exc
+    return point.multiply(keys.secret).format(compressed=True)[1:]
