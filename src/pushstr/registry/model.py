@@ -30,6 +30,9 @@ class Registration:
     `pubkey` is hex. `device_token` is the APNs/FCM token or the UnifiedPush / Web Push endpoint URL.
     A registration is keyed by (`pubkey`, `device_token`); the same token under another pubkey is another
     registration (one phone, several accounts).
+
+    `expires_at` (Unix seconds) gives a memory-only registration a lifetime: presence-style dialects renew it
+    with heartbeats, and the registry drops it once the time has passed. It is never persisted.
     """
 
     pubkey: str
@@ -45,6 +48,7 @@ class Registration:
     device_pubkey: str | None = None
     persistent: bool = True
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    expires_at: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -1,0 +1,17 @@
+"""Durable state: registrations and the ids of events already pushed, in SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from pushstr.store.base import Store, StoreError, UnsupportedStoreURL
+from pushstr.store.sql import SqlStore
+
+__all__ = ["SqlStore", "Store", "StoreError", "UnsupportedStoreURL", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """The store for a SQLAlchemy URL (`Settings.store_url`); await its `open()` before use.
+
+    `sqlite:///…` and `postgresql://…` get their async drivers (aiosqlite, asyncpg) filled in. Any other
+    database, or a synchronous driver, raises UnsupportedStoreURL naming the URLs that work.
+    """
+    return SqlStore(url)

@@ -1,0 +1,64 @@
+"""The store interface: what the registry and the dedupe need to survive a restart.
+
+The hot path never reads the store; it reads the in-memory index the registry rebuilds from
+`iter_registrations` at start. So the interface is shaped for rare writes, one streaming read at start, and a
+few small queries for the API and health checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from pushstr.registry.model import Registration
+
+
+class StoreError(Exception):
+    """The store cannot be used as configured (bad URL, schema from a newer release, …)."""
+
+
+class UnsupportedStoreURL(StoreError, ValueError):
+    """The store URL names a database pushstr does not support."""
+
+
+class Store(Protocol):
+    """Durable registrations and the ids of events already pushed."""
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date; call once before anything else."""
+
+    async def close(self) -> None:
+        """Release every connection; the store cannot be used afterwards."""
+
+    async def ping(self) -> bool:
+        """Whether the database answers right now (health checks); never raises."""
+
+    async def save_registration(self, reg: Registration) -> None:
+        """Insert or replace the registration keyed by (pubkey, device_token).
+
+        Raises ValueError for a memory-only registration (`persistent=False` or an `expires_at`).
+        """
+
+    async def delete_registration(self, pubkey: str, device_token: str) -> bool:
+        """Delete one registration; whether it existed."""
+
+    async def delete_token(self, device_token: str) -> list[Registration]:
+        """Delete a device token under every pubkey; the registrations that were deleted."""
+
+    async def registrations_of(self, pubkey: str) -> list[Registration]:
+        """Every stored registration of one pubkey."""
+
+    def iter_registrations(self, batch_size: int = 10_000) -> AsyncIterator[Registration]:
+        """Every stored registration, fetched `batch_size` rows at a time."""
+
+    async def count_registrations(self) -> dict[str, int]:
+        """Number of stored registrations per platform."""
+
+    async def remember_pushed(self, items: Sequence[tuple[str, int]]) -> None:
+        """Record (event_id, seen_at) pairs; an id already recorded keeps its first `seen_at`."""
+
+    async def pushed_since(self, since: int) -> list[str]:
+        """Ids of events recorded with `seen_at >= since`, to seed the in-memory dedupe at start."""
+
+    async def forget_pushed(self, before: int) -> int:
+        """Drop ids recorded with `seen_at < before`; how many were dropped."""

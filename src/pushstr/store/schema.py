@@ -1,0 +1,42 @@
+"""The tables as the queries see them: the shape the last migration in `migrations.py` leaves behind."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Double, MetaData, PrimaryKeyConstraint, Table, Text
+
+metadata = MetaData()
+
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("pubkey", Text, nullable=False),
+    Column("device_token", Text, nullable=False),
+    Column("platform", Text, nullable=False),
+    Column("app", Text, nullable=False),
+    Column("dialect", Text, nullable=False),
+    # Sorted, comma-separated kind numbers ("1,4,1059,9735"): compact, and identical sets give identical text,
+    # which lets the loader parse each distinct set once.
+    Column("kinds", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("mode", Text),
+    Column("webpush_p256dh", Text),
+    Column("webpush_auth", Text),
+    Column("device_pubkey", Text),
+    # JSON object, NULL when empty (the common case costs nothing to store or decode).
+    Column("extra", Text),
+    PrimaryKeyConstraint("pubkey", "device_token"),
+)
+
+pushed_events = Table(
+    "pushed_events",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("seen_at", BigInteger, nullable=False),
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", BigInteger, primary_key=True),
+    Column("applied_at", Double, nullable=False),
+)

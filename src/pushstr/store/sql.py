@@ -1,0 +1,226 @@
+"""The store on SQLAlchemy 2 async Core: SQLite through aiosqlite (the default) and PostgreSQL through asyncpg.
+
+One code path serves both; the few differences (upsert syntax, SQLite's connection pragmas and transaction
+start) are settled in the constructor.
+
+SQLite notes. The file runs in WAL mode so the start-up stream of registrations and the API's writes do not
+block each other; `synchronous=NORMAL` is safe in WAL (a power cut may lose the last commits, never corrupt
+the file), and a lost registration is re-sent by its device. pysqlite's own transaction handling is switched
+off so that DDL is transactional too, and write transactions start with `BEGIN IMMEDIATE`: a deferred
+transaction that reads and then writes can fail at once with "database is locked" when another connection
+committed in between, whereas an immediate one waits for the writer lock under the busy timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, delete, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from pushstr.logutil import RateLimitedLog, ident
+from pushstr.registry.model import Registration
+from pushstr.store.base import StoreError, UnsupportedStoreURL
+from pushstr.store.migrations import migrate
+from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
+from pushstr.store.schema import pushed_events, registrations
+
+logger = logging.getLogger(__name__)
+
+# The async driver each supported database is reached through; a URL naming another driver is refused.
+DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 60.0
+PING_TIMEOUT = 5.0
+
+# Execution option marking connections whose transactions write (SQLite starts them with BEGIN IMMEDIATE).
+_WRITE = "pushstr_write"
+
+
+def parse_store_url(url: str) -> URL:
+    """The URL with its async driver filled in (`sqlite:///x` means aiosqlite); UnsupportedStoreURL otherwise."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise UnsupportedStoreURL(f"store URL is not a database URL: {exc}") from None
+    backend = parsed.get_backend_name()
+    driver = DRIVERS.get(backend)
+    if driver is None:
+        raise UnsupportedStoreURL(
+            f"unsupported store URL scheme {parsed.drivername!r}: use sqlite+aiosqlite:///path/to/file.sqlite3 "
+            "or postgresql+asyncpg://user@host/database"
+        )
+    if "+" in parsed.drivername and parsed.get_driver_name() != driver:
+        raise UnsupportedStoreURL(f"store URL driver {parsed.drivername!r} is not async; use {backend}+{driver}")
+    return parsed.set(drivername=f"{backend}+{driver}")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+class SqlStore:
+    """`Store` on a SQLAlchemy URL: `sqlite+aiosqlite:///…` or `postgresql+asyncpg://…`."""
+
+    def __init__(self, url: str) -> None:
+        self._url = parse_store_url(url)
+        self.backend = self._url.get_backend_name()
+        if self.backend == "sqlite":
+            engine = create_async_engine(self._url, connect_args={"timeout": CONNECT_TIMEOUT})
+            event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+            event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+            upsert: sqlite.Insert | postgresql.Insert = sqlite.insert(registrations)
+            insert_pushed: sqlite.Insert | postgresql.Insert = sqlite.insert(pushed_events).on_conflict_do_nothing()
+        else:
+            engine = create_async_engine(
+                self._url,
+                pool_pre_ping=True,
+                connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": COMMAND_TIMEOUT},
+            )
+            upsert = postgresql.insert(registrations)
+            insert_pushed = postgresql.insert(pushed_events).on_conflict_do_nothing()
+        self._engine = engine
+        self._writer = engine.execution_options(**{_WRITE: True})
+        self._closed = False
+        self._warn = RateLimitedLog(logger)
+
+        self._upsert = upsert.on_conflict_do_update(
+            index_elements=[registrations.c.pubkey, registrations.c.device_token],
+            set_={
+                column.name: upsert.excluded[column.name]
+                for column in registrations.columns
+                if column.name not in ("pubkey", "device_token")
+            },
+        )
+        self._insert_pushed = insert_pushed
+        self._columns = [registrations.c[name] for name in REGISTRATION_COLUMNS]
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, fit for logs and error messages."""
+        return self._url.render_as_string(hide_password=True)
+
+    async def open(self) -> None:
+        try:
+            if self.backend == "sqlite" and self._url.database not in (None, "", ":memory:"):
+                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
+            version = await migrate(self._writer)
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreError(f"cannot open store {self.safe_url}: {exc}") from exc
+        logger.info("store open: %s, schema version %d", self.backend, version)
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._engine.dispose()
+
+    async def ping(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            async with asyncio.timeout(PING_TIMEOUT), self._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            self._warn.warning("ping", "store ping failed: %s", type(exc).__name__)
+            return False
+        return True
+
+    async def save_registration(self, reg: Registration) -> None:
+        row = registration_to_row(reg)
+        async with self._writer.begin() as conn:
+            await conn.execute(self._upsert, row)
+
+    async def delete_registration(self, pubkey: str, device_token: str) -> bool:
+        statement = delete(registrations).where(
+            registrations.c.pubkey == pubkey, registrations.c.device_token == device_token
+        )
+        async with self._writer.begin() as conn:
+            result = await conn.execute(statement)
+        return result.rowcount > 0
+
+    async def delete_token(self, device_token: str) -> list[Registration]:
+        # One statement (DELETE … RETURNING), so the transaction never upgrades from reading to writing.
+        statement = delete(registrations).where(registrations.c.device_token == device_token).returning(*self._columns)
+        async with self._writer.begin() as conn:
+            rows = (await conn.execute(statement)).all()
+        return self._decode(rows)
+
+    async def registrations_of(self, pubkey: str) -> list[Registration]:
+        statement = select(*self._columns).where(registrations.c.pubkey == pubkey)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return self._decode(rows)
+
+    async def iter_registrations(self, batch_size: int = 10_000) -> AsyncIterator[Registration]:
+        """Stream every registration through a server-side cursor, `batch_size` rows per round trip.
+
+        Unreadable rows (say, a platform a newer release wrote) are skipped and logged rather than stopping the
+        start. Iterate to the end, or close the iterator (`contextlib.aclosing`), to release the connection.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        decoder = RowDecoder()
+        statement = select(*self._columns).execution_options(yield_per=batch_size)
+        async with self._engine.connect() as conn:
+            result = await conn.stream(statement)
+            async for rows in result.partitions():
+                for row in rows:
+                    try:
+                        reg = decoder.registration(row)
+                    except ValueError as exc:
+                        self._skip(row, exc)
+                        continue
+                    yield reg
+
+    async def count_registrations(self) -> dict[str, int]:
+        statement = select(registrations.c.platform, func.count()).group_by(registrations.c.platform)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return {platform: int(count) for platform, count in rows}
+
+    async def remember_pushed(self, items: Sequence[tuple[str, int]]) -> None:
+        if not items:
+            return
+        params = [{"event_id": event_id, "seen_at": int(seen_at)} for event_id, seen_at in items]
+        async with self._writer.begin() as conn:
+            await conn.execute(self._insert_pushed, params)
+
+    async def pushed_since(self, since: int) -> list[str]:
+        statement = select(pushed_events.c.event_id).where(pushed_events.c.seen_at >= since)
+        async with self._engine.connect() as conn:
+            return list((await conn.execute(statement)).scalars())
+
+    async def forget_pushed(self, before: int) -> int:
+        statement = delete(pushed_events).where(pushed_events.c.seen_at < before)
+        async with self._writer.begin() as conn:
+            result = await conn.execute(statement)
+        return int(result.rowcount)
+
+    def _decode(self, rows: Sequence[Sequence[Any]]) -> list[Registration]:
+        decoder = RowDecoder()
+        decoded = []
+        for row in rows:
+            try:
+                decoded.append(decoder.registration(row))
+            except ValueError as exc:
+                self._skip(row, exc)
+        return decoded
+
+    def _skip(self, row: Sequence[Any], exc: ValueError) -> None:
+        self._warn.warning("row", "skipped unreadable registration of %s: %s", ident(str(row[0])), type(exc).__name__)
