@@ -11,11 +11,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pushstr.config import Settings
+from pushstr.dialects.push_settings import install_push_settings
 from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import PushedLog, SeenIds
 from pushstr.engine.pipeline import Pipeline
+from pushstr.engine.presence import Presence
 from pushstr.identity import load_server_keys
 from pushstr.nostr.keys import Keys
 from pushstr.registry.service import Registry
@@ -43,25 +46,35 @@ class Service:
         self.seen = SeenIds(settings.nostr.dedupe_memory)
         self.pushed = PushedLog(self.store.remember_pushed)
         self.delivery: Delivery = build_delivery(settings, self.keys, self.registry.remove_dead)
+        self.presence = Presence(settings.dialects.push_settings.heartbeat_timeout_seconds)
         self.pipeline = Pipeline(
             Admission(AdmissionLimits(settings.nostr.max_event_bytes, settings.nostr.max_event_age_seconds), self.seen),
             self.registry.devices_for,
             self.delivery,
             settings.apps,
             self.pushed,
+            devices_for_group=self.registry.devices_for_group,
+            policy=self.presence.allows,
         )
         self.pool = RelayPool(settings.nostr.relays, self.keys, self.pipeline.on_relay_event, settings.nostr)
+        self.extra_filters: list[dict[str, Any]] = []
+        self.push_settings = install_push_settings(self) if settings.dialects.push_settings.enabled else None
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Callable[[], None] | None = None
 
     def _replan(self) -> None:
-        self.pool.set_interest(Interest(p=self.registry.interest(), e={}, extra=()))
+        self.pool.set_interest(
+            Interest(p=self.registry.interest(), e=self.registry.group_interest(), extra=tuple(self.extra_filters))
+        )
 
     async def start(self) -> None:
         self.settings.server.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         await self.registry.load()
+        if self.push_settings is not None:
+            self.push_settings.restore()
+            await self.push_settings.start()
         horizon = int(time.time()) - self.settings.nostr.max_event_age_seconds
         self.seen.update(await self.store.pushed_since(horizon))
         await self.delivery.start()
@@ -89,6 +102,8 @@ class Service:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self.push_settings is not None:
+            await self.push_settings.stop()
         await self.pool.close()
         await self.pushed.flush()
         await self.delivery.close()
@@ -101,6 +116,7 @@ class Service:
 
     async def _expire(self) -> None:
         self.registry.expire()
+        self.presence.expire()
 
     async def _prune(self) -> None:
         await self.store.forget_pushed(int(time.time()) - self.settings.nostr.max_event_age_seconds)

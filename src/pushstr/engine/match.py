@@ -1,7 +1,8 @@
 """Matching: which registered devices an admitted event is for.
 
 Recipients are the registered pubkeys named in the event's `p` tags, never its author (a user does not get
-woken by their own note); each device then filters by the kinds it registered for.
+woken by their own note), and the devices following a group named in its `e` tags; each device then filters
+by the kinds it registered for.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pushstr.nostr.event import Event
 from pushstr.registry.model import Registration
 
 MAX_P_TAGS_CONSIDERED = 1000
+MAX_E_TAGS_CONSIDERED = 100
 
 DevicesFor = Callable[[str], Sequence[Registration]]
 
@@ -23,8 +25,12 @@ class Match:
     device: Registration
 
 
-def match_event(event: Event, devices_for: DevicesFor) -> list[Match]:
-    """Every (recipient, device) pair the event should reach; each device at most once per event."""
+def match_event(event: Event, devices_for: DevicesFor, devices_for_group: DevicesFor | None = None) -> list[Match]:
+    """Every (recipient, device) pair the event should reach; each device at most once per event.
+
+    With `devices_for_group`, the event's `e` tags are looked up as groups too: a device following a group the
+    event names is reached under its own pubkey, unless that pubkey wrote the event.
+    """
     matches: list[Match] = []
     seen_recipients: set[str] = {event.pubkey}
     considered = 0
@@ -41,4 +47,21 @@ def match_event(event: Event, devices_for: DevicesFor) -> list[Match]:
         for device in devices_for(recipient):
             if event.kind in device.kinds:
                 matches.append(Match(recipient, device))
+    if devices_for_group is not None:
+        _match_groups(event, devices_for_group, matches)
     return matches
+
+
+def _match_groups(event: Event, devices_for_group: DevicesFor, matches: list[Match]) -> None:
+    reached = {match.device.key for match in matches}
+    seen_groups: set[str] = set()
+    for tag in event.tags:
+        if len(tag) < 2 or tag[0] != "e" or tag[1] in seen_groups:
+            continue
+        seen_groups.add(tag[1])
+        if len(seen_groups) > MAX_E_TAGS_CONSIDERED:
+            break
+        for device in devices_for_group(tag[1]):
+            if device.pubkey != event.pubkey and event.kind in device.kinds and device.key not in reached:
+                reached.add(device.key)
+                matches.append(Match(device.pubkey, device))

@@ -36,6 +36,8 @@ class Submitter(Protocol):
 
 
 KindHandler = Callable[[Event], None]
+Policy = Callable[[Event, Registration], bool]
+"""Whether a matched device may be woken for an event now (presence, sender narrowing, …)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +68,19 @@ class Pipeline:
         delivery: Submitter,
         apps: Mapping[str, AppConfig],
         pushed: PushedLog,
+        *,
+        devices_for_group: DevicesFor | None = None,
+        policy: Policy | None = None,
     ) -> None:
+        """`devices_for_group` adds matching by `e` tags (groups); `policy` is asked before each submission.
+
+        An event that matched is recorded as handled even when the policy held back every device: a device that
+        was online when a message came must not be woken for it later, after a restart's catch-up.
+        """
         self._admission = admission
         self._devices_for = devices_for
+        self._devices_for_group = devices_for_group
+        self._policy = policy
         self._delivery = delivery
         self._apps = apps
         self._pushed = pushed
@@ -99,7 +111,7 @@ class Pipeline:
         return IngestResult(True, "", event.id, self._notify(event, relay_url))
 
     def _notify(self, event: Event, relay_url: str | None) -> int:
-        matches = match_event(event, self._devices_for)
+        matches = match_event(event, self._devices_for, self._devices_for_group)
         if not matches:
             return 0
         MATCHED.inc()
@@ -110,6 +122,9 @@ class Pipeline:
         event_json: bytes | None = None
         for found in matches:
             device = found.device
+            if self._policy is not None and not self._policy(event, device):
+                NOTIFICATIONS.labels("held_back").inc()
+                continue
             app = self._apps.get(device.app)
             if app is None:
                 NOTIFICATIONS.labels("unknown_app").inc()

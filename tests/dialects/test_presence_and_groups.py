@@ -1,0 +1,88 @@
+"""Presence ordering and expiry with an injected clock; the group index and group matching."""
+
+from __future__ import annotations
+
+from pushstr.engine.match import match_event
+from pushstr.engine.presence import Presence
+from pushstr.nostr.event import sign_event
+from pushstr.nostr.keys import Keys
+from pushstr.registry.index import GROUPS_KEY, RegistryIndex
+from pushstr.registry.model import Platform, Registration
+
+GROUP_A = "aa" * 32
+GROUP_B = "bb" * 32
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_presence_follows_created_at_and_times_out() -> None:
+    clock = Clock(1000.0)
+    presence = Presence(timeout=150, clock=clock)
+    assert presence.report("bob", "phone", True, 1000)
+    assert presence.is_online("bob", "phone")
+    assert not presence.is_online("bob", "tablet")
+    # An offline notice made before the heartbeat, delivered after it, changes nothing.
+    assert not presence.report("bob", "phone", False, 999)
+    assert presence.is_online("bob", "phone")
+    clock.now = 1149.0
+    assert presence.is_online("bob", "phone")
+    clock.now = 1150.5
+    assert not presence.is_online("bob", "phone")
+    # A heartbeat older than the timeout is stale: it cannot bring the device online.
+    assert not presence.report("bob", "phone", True, 1000)
+    assert presence.report("bob", "phone", True, 1150)
+    assert presence.report("bob", "phone", False, 1151)
+    assert not presence.is_online("bob", "phone")
+
+
+def test_presence_forgets_what_can_no_longer_matter() -> None:
+    clock = Clock(1000.0)
+    presence = Presence(timeout=10, clock=clock, max_devices=2)
+    presence.report("a", "1", True, 1000)
+    presence.report("b", "1", False, 1000)
+    assert not presence.report("c", "1", True, 1000)  # full: not tracked, so never held back
+    clock.now = 1011.0
+    assert presence.expire() == 2
+    assert presence.report("c", "1", True, 1011)
+
+
+def reg(pubkey: str, token: str, groups: str = "", kinds: frozenset[int] = frozenset({42})) -> Registration:
+    extra = {GROUPS_KEY: groups} if groups else {}
+    return Registration(pubkey, token, Platform.ANDROID, "default", kinds=kinds, extra=extra)
+
+
+def test_group_index_follows_replacement_and_removal() -> None:
+    index = RegistryIndex()
+    index.put(reg("alice", "phone", f"{GROUP_A} {GROUP_B}"))
+    index.put(reg("bob", "phone", GROUP_A, frozenset({42, 1059})))
+    assert [r.pubkey for r in index.devices_for_group(GROUP_A)] == ["alice", "bob"]
+    assert index.group_interest() == {
+        frozenset({42, 1059}): frozenset({GROUP_A}),
+        frozenset({42}): frozenset({GROUP_B}),
+    }
+    index.put(reg("alice", "phone", GROUP_B))
+    assert [r.pubkey for r in index.devices_for_group(GROUP_A)] == ["bob"]
+    assert index.devices_for_group(GROUP_B)[0] is index.get("alice", "phone")
+    index.remove("bob", "phone")
+    assert index.devices_for_group(GROUP_A) == ()
+    assert index.group_interest() == {frozenset({42}): frozenset({GROUP_B})}
+    index.put(reg("carol", "phone"))  # no groups: the group interest is left as it is
+    first = index.group_interest()
+    assert index.group_interest() is first
+
+
+def test_group_messages_match_members_but_not_the_author() -> None:
+    author, member = Keys.generate(), Keys.generate()
+    index = RegistryIndex()
+    index.put(reg(author.public_hex, "a", GROUP_A))
+    index.put(reg(member.public_hex, "m", GROUP_A))
+    message = sign_event(author, 42, "hi", [["e", GROUP_A, "", "root"], ["p", member.public_hex]])
+    found = match_event(message, index.devices_for, index.devices_for_group)
+    assert [(m.recipient, m.device.device_token) for m in found] == [(member.public_hex, "m")]
+    assert match_event(message, index.devices_for) == [found[0]]
