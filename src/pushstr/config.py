@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "PUSHSTR_"
 DEFAULT_CONFIG_FILE = Path("pushstr.toml")
@@ -112,10 +112,71 @@ class AppConfig(_Section):
     vapid_subject: str | None = None
     allowed_hosts: list[str] = Field(default_factory=list)
     allow_plaintext: bool = False
+    ca_file: Path | None = Field(None, description="extra CA bundle to trust for this app's push service")
     # payload and batching
     preview_length: int = Field(0, ge=0, le=1000)
     batch_window_seconds: float = Field(0.0, ge=0)
     cooldown_seconds: float = Field(0.0, ge=0)
+    ttl_seconds: int = Field(86400, ge=0, le=28 * 86400, description="how long the push service keeps a push")
+    urgency: Literal["very-low", "low", "normal", "high"] = Field("high", description="Web Push `Urgency`")
+    # delivery
+    queue_size: int = Field(10_000, ge=1, description="pushes waiting for this app before new ones are dropped")
+    concurrency: int = Field(64, ge=1, le=10_000, description="requests in flight to the push service")
+    timeout_seconds: float = Field(10.0, gt=0, description="one request to the push service")
+    max_attempts: int = Field(5, ge=1, le=100, description="tries per push before giving up")
+    backoff_base_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+
+
+class PushSettingsDialectConfig(_Section):
+    """Kind 22456 push settings (0xchat's draft NIP): registrations and presence sent as encrypted events."""
+
+    enabled: bool = True
+    app: str | None = Field(None, description="the app these devices get; default: their platform's app")
+    heartbeat_timeout_seconds: float = Field(
+        150.0, gt=0, description="a device with no heartbeat for this long is offline (0xchat beats every 60 s)"
+    )
+    stale_after_seconds: int = Field(600, ge=1, description="settings and logouts older than this are ignored")
+    max_relays_per_device: int = Field(8, ge=0, le=100)
+    max_relays: int = Field(100, ge=0, description="relays added on behalf of devices, in total")
+    allow_private_relays: bool = Field(False, description="accept loopback/private relay addresses from devices")
+    max_groups_per_device: int = Field(500, ge=0, le=10_000)
+    max_authors_per_device: int = Field(1000, ge=0, le=10_000)
+
+
+class MostroDialectConfig(_Section):
+    """The Mostro push API (`/api/*`), wire-compatible with MostroP2P/mostro-push-server."""
+
+    enabled: bool = True
+    app: str = Field("mostro", description="the app Mostro devices get; added (log transport) when not configured")
+    privacy_mode: bool = Field(True, description="tokens in memory only, with a TTL; silent pushes")
+    token_ttl_seconds: int = Field(48 * 3600, ge=60)
+    trusted_instances: list[str] = Field(
+        default_factory=list, description="Mostro instance pubkeys (64 hex) allowed to register; empty = any"
+    )
+    notify_per_pubkey_per_minute: float = Field(30, gt=0)
+    notify_per_pubkey_burst: int = Field(10, ge=1)
+    notify_per_ip_per_minute: float = Field(120, gt=0)
+    notify_per_ip_burst: int = Field(30, ge=1)
+    register_per_ip_per_minute: float = Field(120, gt=0)
+    register_per_ip_burst: int = Field(100, ge=1)
+
+    @field_validator("trusted_instances")
+    @classmethod
+    def _hex_pubkeys(cls, pubkeys: list[str]) -> list[str]:
+        for pubkey in pubkeys:
+            if len(pubkey) != 64 or pubkey.strip("0123456789abcdef"):
+                raise ValueError(f"not a 64-hex lowercase pubkey: {pubkey!r}")
+        return pubkeys
+
+
+# Mostro's documented batching (5 s delay, 60 s cooldown per device), the defaults of its dedicated app.
+MOSTRO_APP_DEFAULTS: dict[str, Any] = {"batch_window_seconds": 5.0, "cooldown_seconds": 60.0, "mode": "silent"}
+
+
+class DialectsConfig(_Section):
+    push_settings: PushSettingsDialectConfig = PushSettingsDialectConfig()
+    mostro: MostroDialectConfig = MostroDialectConfig()
 
 
 def _default_apps() -> dict[str, AppConfig]:
@@ -140,6 +201,26 @@ class Settings(_Section):
     platform_apps: dict[PlatformName, str] = Field(
         default_factory=_default_platform_apps, description="the app a registration gets when it names none"
     )
+    dialects: DialectsConfig = DialectsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mostro_app(cls, data: Any) -> Any:
+        """Give the Mostro dialect its dedicated app, with Mostro's batching unless the operator set other values."""
+        if not isinstance(data, dict):
+            return data
+        dialects = data.get("dialects")
+        mostro = dialects.get("mostro") if isinstance(dialects, dict) else None
+        mostro = mostro if isinstance(mostro, dict) else {}
+        if mostro.get("enabled", True) is False:
+            return data
+        app_id = mostro.get("app", "mostro")
+        configured = data.get("apps")
+        apps: dict[str, Any] = dict(configured) if isinstance(configured, dict) else dict(_default_apps())
+        current: Any = apps.get(app_id, {})
+        if isinstance(app_id, str) and isinstance(current, dict):
+            apps[app_id] = {**MOSTRO_APP_DEFAULTS, **current}
+        return {**data, "apps": apps}
 
     @property
     def store_url(self) -> str:
@@ -218,4 +299,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for platform, app in settings.platform_apps.items():
         if app not in settings.apps:
             raise ConfigError(f"platform_apps.{platform}: no app {app!r} in [apps]")
+    dialect_app = settings.dialects.push_settings.app
+    if dialect_app is not None and dialect_app not in settings.apps:
+        raise ConfigError(f"dialects.push_settings.app: no app {dialect_app!r} in [apps]")
     return settings

@@ -21,17 +21,32 @@ class SendResult:
     """What one attempt to push one notification to one device came to.
 
     `retry_after` (seconds) is the provider's `Retry-After` when it gave one; `reason` is the provider's error
-    code or a short explanation, safe to log (no tokens, no content).
+    code or a short explanation, safe to log (no tokens, no content). `provider_timestamp` (Unix seconds) is when
+    the provider says the token stopped being valid (APNs 410): a registration made after it is newer than the
+    provider's knowledge and must not be pruned.
     """
 
     outcome: Outcome
     reason: str = ""
     retry_after: float | None = None
     status: int | None = None
+    provider_timestamp: float | None = None
 
     @classmethod
     def delivered(cls, status: int | None = None) -> SendResult:
         return cls(Outcome.DELIVERED, status=status)
+
+    @classmethod
+    def retry(cls, reason: str, status: int | None = None, retry_after: float | None = None) -> SendResult:
+        return cls(Outcome.RETRY, reason=reason, status=status, retry_after=retry_after)
+
+    @classmethod
+    def dead(cls, reason: str, status: int | None = None, provider_timestamp: float | None = None) -> SendResult:
+        return cls(Outcome.DEAD, reason=reason, status=status, provider_timestamp=provider_timestamp)
+
+    @classmethod
+    def rejected(cls, reason: str, status: int | None = None) -> SendResult:
+        return cls(Outcome.REJECTED, reason=reason, status=status)
 
 
 @dataclass(frozen=True, slots=True)

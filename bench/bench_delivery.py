@@ -1,0 +1,188 @@
+"""Pushes per second from pushstr's dispatcher to the fake APNs, beside h2load against the same fake.
+
+The fake runs in its own process (so client and server do not share a GIL) and checks every provider token.
+h2load (Debian package nghttp2-client) sends the same request with the same token, so its figure is the ceiling
+the fake allows on this machine; pushstr's target is at least 0.8 of it.
+
+    .venv/bin/python bench/bench_delivery.py [--pushes 20000] [--concurrency 200]
+
+Prints the figures and writes bench/out/delivery-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jwt  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+
+from pushstr.config import AppConfig  # noqa: E402
+from pushstr.registry.model import Platform, Registration  # noqa: E402
+from pushstr.transports.apns import ApnsTransport, aps_payload  # noqa: E402
+from pushstr.transports.base import Notification  # noqa: E402
+from pushstr.transports.dispatcher import Dispatcher, Lane, RetryPolicy  # noqa: E402
+from pushstr.transports.jwt_cache import ProviderTokens  # noqa: E402
+from tests.fakes import APNS_TOPIC, make_apns_key  # noqa: E402
+from tests.fakes.apns import FakeAPNs  # noqa: E402
+
+DEVICE_TOKEN = "ab" * 32
+
+
+def _serve(public_pem: bytes, key_id: str, team_id: str, workdir: str, ready: Any) -> None:
+    """Child process: run the fake until killed, reporting its port and CA file through `ready`."""
+
+    async def main() -> None:
+        public = serialization.load_pem_public_key(public_pem)
+        fake = FakeAPNs(public, key_id, team_id, Path(workdir), record=False)  # type: ignore[arg-type]
+        await fake.start()
+        ready.put((fake.url, str(fake.ca_file)))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def run_h2load(url: str, token: str, body_file: Path, pushes: int, streams: int) -> dict[str, Any]:
+    command = [
+        "h2load",
+        "-n",
+        str(pushes),
+        "-c",
+        "1",
+        "-m",
+        str(streams),
+        "-d",
+        str(body_file),
+        "-H",
+        f"authorization: bearer {token}",
+        "-H",
+        f"apns-topic: {APNS_TOPIC}",
+        "-H",
+        "apns-push-type: background",
+        "-H",
+        "apns-priority: 5",
+        f"{url}/3/device/{DEVICE_TOKEN}",
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True).stdout
+    rate = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]
+    succeeded = int(re.search(r"(\d+) succeeded", output).group(1))  # type: ignore[union-attr]
+    codes = re.search(r"status codes: (\d+) 2xx", output)
+    return {"pushes_per_second": rate, "succeeded": succeeded, "2xx": int(codes.group(1)) if codes else None}
+
+
+async def run_pushstr(app: AppConfig, pushes: int) -> dict[str, Any]:
+    ok = 0
+
+    async def never(_device: Registration, _stamp: float | None) -> None:
+        return None
+
+    transport = ApnsTransport("bench", app, tokens=ProviderTokens())
+    retry = RetryPolicy(max_attempts=1)
+    dispatcher = Dispatcher(
+        {"bench": Lane(transport, queue_size=pushes, concurrency=app.concurrency, retry=retry)}, never
+    )
+    await dispatcher.start()
+    device = Registration("a" * 64, DEVICE_TOKEN, Platform.IOS, "bench")
+    notes = [Notification(f"{n:064x}", 1059, "a" * 64, None, 1, "bench") for n in range(pushes)]
+    # Warm up: TLS handshake, HTTP/2 settings, the provider token.
+    dispatcher.submit(notes[0], device)
+    await dispatcher.idle(30)
+    started = time.perf_counter()
+    for note in notes:
+        ok += dispatcher.submit(note, device)
+    await dispatcher.idle(600)
+    elapsed = time.perf_counter() - started
+    await dispatcher.close()
+    return {"pushes_per_second": pushes / elapsed, "accepted": ok, "seconds": elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pushes", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=200, help="streams in flight (h2load -m, dispatcher)")
+    args = parser.parse_args()
+    if shutil.which("h2load") is None:
+        sys.exit("h2load not found: apt-get install -y nghttp2-client")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        key = make_apns_key(workdir)
+        public_pem = key.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        context = multiprocessing.get_context("spawn")
+        ready = context.Queue()
+        server = context.Process(target=_serve, args=(public_pem, key.key_id, key.team_id, tmp, ready), daemon=True)
+        server.start()
+        try:
+            url, ca_file = ready.get(timeout=30)
+            app = AppConfig.model_validate(
+                {
+                    "transport": "apns",
+                    "base_url": url,
+                    "ca_file": ca_file,
+                    "key_file": key.key_file,
+                    "key_id": key.key_id,
+                    "team_id": key.team_id,
+                    "topic": APNS_TOPIC,
+                    "concurrency": args.concurrency,
+                }
+            )
+            token = jwt.encode(
+                {"iss": key.team_id, "iat": int(time.time())},
+                key.private,
+                algorithm="ES256",
+                headers={"kid": key.key_id},
+            )
+            body_file = workdir / "body.json"
+            body_file.write_text(json.dumps(aps_payload_silent()))
+            h2load = run_h2load(url, token, body_file, args.pushes, args.concurrency)
+            pushstr = asyncio.run(run_pushstr(app, args.pushes))
+        finally:
+            server.kill()
+            server.join(5)
+
+    ratio = pushstr["pushes_per_second"] / h2load["pushes_per_second"]
+    result = {
+        "pushes": args.pushes,
+        "concurrency": args.concurrency,
+        "h2load": h2load,
+        "pushstr": pushstr,
+        "ratio": ratio,
+        "target_ratio": 0.8,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    print(f"h2load : {h2load['pushes_per_second']:10.0f} pushes/s ({h2load['succeeded']} ok)")
+    print(f"pushstr: {pushstr['pushes_per_second']:10.0f} pushes/s ({pushstr['accepted']} accepted)")
+    print(f"ratio  : {ratio:10.2f} (target >= 0.8)")
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"delivery-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"written: {path.relative_to(ROOT)}")
+
+
+def aps_payload_silent() -> dict[str, Any]:
+    """The same body the dispatcher sends for a silent push, so both clients move the same bytes."""
+    from pushstr.engine.render import Rendered
+
+    return aps_payload(Rendered("silent", data={"count": "1"}))
+
+
+if __name__ == "__main__":
+    main()

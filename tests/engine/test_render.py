@@ -1,0 +1,186 @@
+"""Rendering: modes, texts, zap amounts and the 4 KB degrade rule (pure functions, real NIP-44)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pushstr.config import AppConfig
+from pushstr.engine.render import (
+    SIZE_CLASSES,
+    MemoryProfileCache,
+    Rendered,
+    bolt11_msat,
+    profile_name,
+    render,
+    zap_sats,
+)
+from pushstr.nostr import nip44
+from pushstr.nostr.keys import Keys
+from pushstr.nostr.nip19 import npub_encode
+from pushstr.registry.model import Platform, Registration
+
+SENDER = Keys.generate().public_hex
+RECIPIENT = "a" * 64
+
+
+def _size(rendered: Rendered) -> int:
+    return len(orjson.dumps({"title": rendered.title, "body": rendered.body, "data": rendered.data}))
+
+
+def _device(mode: str | None = None, device_pubkey: str | None = None) -> Registration:
+    return Registration(RECIPIENT, "tok", Platform.IOS, "app", mode=mode, device_pubkey=device_pubkey)
+
+
+def _note(kind: int = 4, **fields: object) -> object:
+    from pushstr.transports.base import Notification
+
+    values: dict[str, object] = {"event_id": "e" * 64, "kind": kind, "recipient": RECIPIENT, "sender": SENDER}
+    values.update({"created_at": 1, "app": "app", **fields})
+    return Notification(**values)  # type: ignore[arg-type]
+
+
+def _render(note: object, app: AppConfig, device: Registration | None = None, **kw: object) -> Rendered:
+    return render(note, device or _device(), app, measure=_size, **kw)  # type: ignore[arg-type]
+
+
+def test_silent_says_nothing_identifying() -> None:
+    rendered = _render(_note(conversation="c"), AppConfig(mode="silent"))
+    assert rendered.style == "silent" and rendered.title is None and rendered.body is None
+    assert SENDER not in str(rendered) and "e" * 64 not in str(rendered)
+
+
+def test_registration_mode_overrides_the_app() -> None:
+    assert _render(_note(), AppConfig(mode="silent"), _device(mode="alert")).style == "alert"
+
+
+def test_alert_title_from_profile_cache_else_short_npub() -> None:
+    profiles = MemoryProfileCache()
+    assert _render(_note(), AppConfig(mode="alert"), profiles=profiles).title == (
+        f"{npub_encode(SENDER)[:9]}…{npub_encode(SENDER)[-4:]}"
+    )
+    profiles.put(SENDER, "Alice")
+    rendered = _render(_note(), AppConfig(mode="alert"), profiles=profiles)
+    assert (rendered.title, rendered.body) == ("Alice", "Encrypted message")
+
+
+def test_profile_cache_entries_expire() -> None:
+    now = [0.0]
+    profiles = MemoryProfileCache(ttl=60, clock=lambda: now[0])
+    profiles.put(SENDER, "Alice")
+    now[0] = 59
+    assert profiles.display_name(SENDER) == "Alice"
+    now[0] = 60
+    assert profiles.display_name(SENDER) is None
+
+
+def test_profile_name_prefers_display_name() -> None:
+    assert profile_name('{"name": "alice", "display_name": " Alice  W "}') == "Alice W"
+    assert profile_name('{"name": "alice"}') == "alice"
+    assert profile_name("not json") is None and profile_name("[]") is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "length", "body"),
+    [
+        (1059, {}, 0, "Encrypted message"),
+        (1, {"preview": "hello   world, a long note"}, 11, "mentioned you: hello worl…"),
+        (1, {"preview": "hello"}, 0, "mentioned you"),
+        (9735, {"extra": {"sats": "2100"}}, 0, "zapped you 2100 sats"),
+        (4, {"count": 3}, 0, "3 new messages"),
+        (4, {"count": 3, "extra": {"mixed": "1"}}, 0, "3 new notifications"),
+    ],
+)
+def test_alert_bodies(kind: int, fields: dict[str, object], length: int, body: str) -> None:
+    assert _render(_note(kind, **fields), AppConfig(mode="alert", preview_length=length)).body == body
+
+
+def test_alert_event_carries_event_when_it_fits_else_id_and_relay() -> None:
+    small = orjson.dumps({"id": "e" * 64, "content": "x" * 100})
+    rendered = _render(_note(1, event_json=small, relay="wss://r"), AppConfig(mode="alert+event"))
+    assert rendered.data["event"] == small.decode() and rendered.mutable_content and not rendered.degraded
+    big = orjson.dumps({"id": "e" * 64, "content": "x" * 4100})
+    degraded = _render(_note(1, event_json=big, relay="wss://r"), AppConfig(mode="alert+event"))
+    assert "event" not in degraded.data and degraded.degraded
+    assert (degraded.data["event_id"], degraded.data["relay"]) == ("e" * 64, "wss://r")
+    assert _size(degraded) <= 4096
+
+
+def test_encrypted_mode_round_trips_and_hides_everything() -> None:
+    server, device = Keys.generate(), Keys.generate()
+
+    def encrypt(peer: str, text: str) -> str:
+        return nip44.encrypt_to(server, peer, text)
+
+    sizes = set()
+    for content in ("x", "y" * 100):
+        event = orjson.dumps({"id": "e" * 64, "content": content})
+        rendered = _render(
+            _note(4, event_json=event, relay="wss://r"),
+            AppConfig(mode="encrypted"),
+            _device(device_pubkey=device.public_hex),
+            encrypt=encrypt,
+        )
+        assert rendered.style == "encrypted" and rendered.mutable_content and rendered.title is None
+        assert SENDER not in str(rendered) and "e" * 64 not in str(rendered)
+        plaintext = nip44.decrypt_from(device, server.public_hex, rendered.data["encrypted"])
+        assert len(plaintext.encode()) in SIZE_CLASSES
+        inner = orjson.loads(plaintext)
+        assert (inner["id"], inner["pubkey"], inner["event"]["content"]) == ("e" * 64, SENDER, content)
+        sizes.add(len(rendered.data["encrypted"]))
+    assert len(sizes) == 1  # both land in the same size class: the ciphertext length says nothing
+
+
+def test_encrypted_mode_drops_an_event_too_big_and_without_device_key_goes_silent() -> None:
+    server, device = Keys.generate(), Keys.generate()
+
+    def encrypt(peer: str, text: str) -> str:
+        return nip44.encrypt_to(server, peer, text)
+
+    event = orjson.dumps({"id": "e" * 64, "content": "z" * 3000})
+    rendered = _render(
+        _note(event_json=event), AppConfig(mode="encrypted"), _device(device_pubkey=device.public_hex), encrypt=encrypt
+    )
+    inner = orjson.loads(nip44.decrypt_from(device, server.public_hex, rendered.data["encrypted"]))
+    assert "event" not in inner and rendered.degraded and _size(rendered) <= 4096
+    assert _render(_note(), AppConfig(mode="encrypted"), encrypt=encrypt).style == "silent"
+
+
+def test_collapse_id_is_per_conversation_and_opaque() -> None:
+    app = AppConfig(mode="alert")
+    one = _render(_note(conversation="dm-1"), app).collapse_id
+    assert one is not None and len(one) == 32 and "dm-1" not in one
+    assert one == _render(_note(conversation="dm-1", event_id="f" * 64), app).collapse_id
+    assert one != _render(_note(conversation="dm-2"), app).collapse_id
+    assert _render(_note(), app).collapse_id is None
+
+
+def _receipt(tags: list[list[str]]) -> dict[str, object]:
+    return {"kind": 9735, "tags": tags}
+
+
+def test_zap_amount_from_request_then_bolt11() -> None:
+    request = orjson.dumps({"kind": 9734, "tags": [["amount", "21000"], ["p", RECIPIENT]]}).decode()
+    assert zap_sats(_receipt([["bolt11", "lnbc50u1pxyz"], ["description", request]])) == 21
+    no_amount = orjson.dumps({"kind": 9734, "tags": [["p", RECIPIENT]]}).decode()
+    assert zap_sats(_receipt([["description", no_amount], ["bolt11", "lnbc50u1pxyz"]])) == 5000
+    assert zap_sats(_receipt([["description", "{bad"], ["bolt11", "lnbc2500n1pxyz"]])) == 250
+    assert zap_sats(_receipt([])) is None
+
+
+@pytest.mark.parametrize(
+    ("invoice", "msat"),
+    [
+        ("lnbc1m1pabc", 100_000_000),
+        ("lnbc10u1pabc", 1_000_000),
+        ("lnbc100n1pabc", 10_000),
+        ("lnbc10p1pabc", 1),
+        ("lnbc21pabc", 200_000_000_000),  # hrp "lnbc2": 2 BTC; the last "1" separates the data
+        ("lntb5u1pabc", 500_000),
+        ("lnbcrt1u1pabc", 100_000),
+        ("lnbc1pvjluez", None),
+        ("nonsense", None),
+    ],
+)
+def test_bolt11_amounts(invoice: str, msat: int | None) -> None:
+    assert bolt11_msat(invoice) == msat

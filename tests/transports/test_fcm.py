@@ -1,0 +1,149 @@
+"""The FCM HTTP v1 transport against the local fake (OAuth2 JWT-bearer grant + messages:send over HTTP/2)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pushstr.config import AppConfig
+from pushstr.registry.model import Platform, Registration
+from pushstr.transports.base import Notification, Outcome
+from pushstr.transports.dispatcher import Dispatcher, Lane, RetryPolicy
+from pushstr.transports.fcm import FcmTransport
+from tests.fakes.fcm import FakeFCM
+from tests.transports.conftest import DeadHook, outcomes
+
+RECIPIENT = "d" * 64
+
+
+@pytest.fixture
+async def fake_fcm(tmp_path: Path) -> AsyncIterator[FakeFCM]:
+    fake = FakeFCM(tmp_path)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def _app(fake: FakeFCM, **overrides: object) -> AppConfig:
+    values: dict[str, object] = {
+        "transport": "fcm",
+        "base_url": fake.url,
+        "ca_file": fake.ca_file,
+        "service_account_file": fake.write_service_account(),
+        "backoff_base_seconds": 0.01,
+    }
+    values.update(overrides)
+    return AppConfig.model_validate(values)
+
+
+def _device(app: str, platform: Platform = Platform.ANDROID) -> Registration:
+    return Registration(RECIPIENT, "fcm-token-1", platform, app)
+
+
+def _note(app: str, **fields: object) -> Notification:
+    values: dict[str, object] = {"event_id": "f" * 64, "kind": 4, "recipient": RECIPIENT, "sender": None}
+    values.update({"created_at": 1, "app": app, **fields})
+    return Notification(**values)  # type: ignore[arg-type]
+
+
+async def _run(fake: FakeFCM, app: AppConfig, hook: DeadHook, count: int = 1) -> str:
+    app_id = f"fcm-{uuid.uuid4().hex[:8]}"
+    retry = RetryPolicy(app.max_attempts, app.backoff_base_seconds, app.backoff_max_seconds)
+    dispatcher = Dispatcher({app_id: Lane(FcmTransport(app_id, app), concurrency=8, retry=retry)}, hook)
+    await dispatcher.start()
+    try:
+        for n in range(count):
+            assert dispatcher.submit(_note(app_id, event_id=f"{n:064x}"), _device(app_id))
+        assert await dispatcher.idle(10)
+    finally:
+        await dispatcher.close()
+    return app_id
+
+
+async def test_data_only_delivery_with_one_oauth_token(fake_fcm: FakeFCM, dead_hook: DeadHook) -> None:
+    app_id = await _run(fake_fcm, _app(fake_fcm), dead_hook, count=50)
+    assert outcomes(app_id, "fcm")["delivered"] == 50
+    assert fake_fcm.token_requests == 1
+    message = fake_fcm.requests[0].message
+    assert message["token"] == "fcm-token-1"
+    assert message["data"] == {"count": "1"}
+    assert message["android"]["priority"] == "high"
+    assert "notification" not in message
+
+
+async def test_alert_is_a_notification_message_with_apns_override_for_ios(fake_fcm: FakeFCM) -> None:
+    transport = FcmTransport("x", _app(fake_fcm, mode="alert"))
+    try:
+        result = await transport.send(_note("x", conversation="c1"), _device("x", Platform.IOS))
+    finally:
+        await transport.close()
+    assert result.outcome is Outcome.DELIVERED
+    message = fake_fcm.requests[0].message
+    assert message["notification"] == {"title": "Nostr", "body": "Encrypted message"}
+    assert message["apns"]["headers"]["apns-push-type"] == "alert"
+    assert message["apns"]["headers"]["apns-priority"] == "10"
+    assert message["apns"]["headers"]["apns-collapse-id"] == message["android"]["collapse_key"]
+    assert message["apns"]["payload"]["aps"]["alert"]["body"] == "Encrypted message"
+
+
+async def test_unregistered_prunes(fake_fcm: FakeFCM, dead_hook: DeadHook) -> None:
+    fake_fcm.set_response(404, "NOT_FOUND", "UNREGISTERED")
+    app_id = await _run(fake_fcm, _app(fake_fcm), dead_hook)
+    assert [device.device_token for device, _ in dead_hook.calls] == ["fcm-token-1"]
+    assert outcomes(app_id, "fcm")["dead"] == 1
+
+
+async def test_invalid_argument_is_rejected_once(fake_fcm: FakeFCM, dead_hook: DeadHook) -> None:
+    fake_fcm.set_response(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    app_id = await _run(fake_fcm, _app(fake_fcm), dead_hook)
+    assert len(fake_fcm.requests) == 1
+    assert outcomes(app_id, "fcm")["rejected"] == 1
+    assert dead_hook.calls == []
+
+
+async def test_quota_exceeded_honours_retry_after(fake_fcm: FakeFCM, dead_hook: DeadHook) -> None:
+    fake_fcm.set_response(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED")
+    app_id = await _run(fake_fcm, _app(fake_fcm), dead_hook)
+    first, second = fake_fcm.requests
+    assert second.received_at - first.received_at >= 1.0
+    assert outcomes(app_id, "fcm")["delivered"] == 1
+
+
+async def test_unavailable_and_internal_are_retried(fake_fcm: FakeFCM, dead_hook: DeadHook) -> None:
+    fake_fcm.set_response(503, "UNAVAILABLE", "UNAVAILABLE")
+    fake_fcm.set_response(500, "INTERNAL", "INTERNAL")
+    app_id = await _run(fake_fcm, _app(fake_fcm), dead_hook)
+    assert len(fake_fcm.requests) == 3
+    counts = outcomes(app_id, "fcm")
+    assert (counts["retry"], counts["delivered"]) == (2, 1)
+
+
+async def test_revoked_access_token_is_fetched_again(fake_fcm: FakeFCM) -> None:
+    transport = FcmTransport("x", _app(fake_fcm))
+    try:
+        assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.DELIVERED
+        fake_fcm.expire_tokens()
+        assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.RETRY
+        assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.DELIVERED
+    finally:
+        await transport.close()
+    assert fake_fcm.token_requests == 2
+
+
+async def test_access_token_reused_until_it_expires(fake_fcm: FakeFCM) -> None:
+    start = time.time() - 3500  # the fake checks the assertion's `iat` against the real clock
+    now = [start]
+    transport = FcmTransport("x", _app(fake_fcm), clock=lambda: now[0])
+    try:
+        for step in (0, 1000, 3000, 3500):  # lifetime 3600 s, refreshed 120 s early
+            now[0] = start + step
+            assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.DELIVERED
+    finally:
+        await transport.close()
+    tokens = [request.access_token for request in fake_fcm.requests]
+    assert tokens[0] == tokens[1] == tokens[2] != tokens[3]
+    assert fake_fcm.token_requests == 2
