@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pushstr.nostr.keys import Keys
 from tests.conftest import RelayHandle
-from tests.e2e.test_serve import gift_wrap, publish
+from tests.e2e.clients import gift_wrap, publish
 from tests.harness import RunningServer, make_settings
 
 SERVER = Keys.generate()

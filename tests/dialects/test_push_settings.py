@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from pushstr.nostr.keys import Keys
 from tests.conftest import RelayHandle
-from tests.e2e.test_serve import dm, publish
+from tests.e2e.clients import dm, publish
 from tests.harness import RunningServer, make_settings, wait_until
 
 SERVER = Keys.generate()
