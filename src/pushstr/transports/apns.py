@@ -1,7 +1,8 @@
 """Apple Push Notification service over HTTP/2 with token (JWT) authentication.
 
-One kept-open HTTP/2 client per app; provider tokens come from `jwt_cache` so every app and connection of a team
-shares one token. Status codes and `reason`s follow Apple's "Handling notification responses from APNs".
+One kept-open HTTP/2 connection per app (`h2client`; every push is a stream on it, as Apple asks). Provider
+tokens come from `jwt_cache` so every app and connection of a team shares one token. Status codes and `reason`s
+follow Apple's "Handling notification responses from APNs".
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -20,12 +22,11 @@ from pushstr.engine.render import MAX_PAYLOAD_BYTES, Encrypt, ProfileCache, Rend
 from pushstr.registry.model import Registration
 from pushstr.transports import jwt_cache
 from pushstr.transports.base import Notification, SendResult
-from pushstr.transports.http import generic, make_client, network_failure, retry_after
+from pushstr.transports.h2client import H2Client, H2Error, H2Response
+from pushstr.transports.http import generic, retry_after
 
 PRODUCTION_URL = "https://api.push.apple.com"
 SANDBOX_URL = "https://api.sandbox.push.apple.com"
-#: Streams per connection APNs allows is typically 1000; a few connections spread the load over Apple's hosts.
-STREAMS_PER_CONNECTION = 500
 
 
 class TransportConfigError(ValueError):
@@ -97,16 +98,14 @@ class ApnsTransport:
         self._clock = clock
         default = SANDBOX_URL if app.environment == "sandbox" else PRODUCTION_URL
         self._base_url = (app.base_url or default).rstrip("/")
-        self._client: httpx.AsyncClient | None = None
+        url = urlsplit(self._base_url)
+        if url.scheme != "https" or not url.hostname or url.path or url.query:
+            raise TransportConfigError(f"apps.{app_id}.base_url: APNs is reached at an https:// origin, no path")
+        self._client: H2Client | None = None
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = make_client(
-                base_url=self._base_url,
-                ca_file=self._app.ca_file,
-                timeout=self._app.timeout_seconds,
-                connections=max(1, -(-self._app.concurrency // STREAMS_PER_CONNECTION)),
-            )
+            self._client = H2Client(self._base_url, ca_file=self._app.ca_file, timeout=self._app.timeout_seconds)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -142,17 +141,20 @@ class ApnsTransport:
             return SendResult.rejected("PayloadTooLarge")
         token = self._tokens.token(self._team_id, self._key_id, self._key)
         try:
-            response = await self._client.post(
-                f"/3/device/{device.device_token}", content=body, headers=self._headers(rendered, token)
+            response = await self._client.request(
+                "POST", f"/3/device/{device.device_token}", headers=self._headers(rendered, token), body=body
             )
-        except httpx.HTTPError as exc:
-            return network_failure(exc)
+        except H2Error as exc:
+            # No answer: APNs may never have seen the push, so it is worth another attempt.
+            return SendResult.retry(f"network:{type(exc).__name__}")
         return self._outcome(response, token)
 
-    def _outcome(self, response: httpx.Response, token: str) -> SendResult:
-        status = response.status_code
+    def _outcome(self, h2_response: H2Response, token: str) -> SendResult:
+        status = h2_response.status
         if status == 200:
             return SendResult.delivered(status)
+        # Errors are rare: read them with the helpers every HTTP transport shares (Retry-After, status rules).
+        response = httpx.Response(status, headers=h2_response.headers, content=h2_response.content)
         try:
             reply = orjson.loads(response.content)
         except orjson.JSONDecodeError:

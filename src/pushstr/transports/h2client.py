@@ -1,0 +1,467 @@
+"""A small HTTP/2 client for one origin on asyncio and `h2`: one kept-open TLS connection, many streams on it.
+
+A push gateway sends many small requests to one host (APNs) and wants them multiplexed on a single connection,
+as Apple asks. General-purpose pools (httpx/httpcore) spend most of their time on pool bookkeeping once hundreds
+of streams are in flight; this client keeps one `asyncio.Protocol` per connection and one future per stream, so a
+request costs one HEADERS (+ DATA) frame out and one event dispatch in.
+
+Behaviour callers rely on:
+
+- The connection opens on first use, and again transparently after it was lost or the server sent GOAWAY.
+- No more streams are opened than the server's MAX_CONCURRENT_STREAMS allows; extra requests wait for a slot.
+- Request bodies respect flow control (sent as the server's windows allow).
+- Every request has a deadline; on expiry its stream is reset and `RequestTimeout` raised.
+- Failures are `H2Error`s. `StreamRefused` means the server guarantees it did not process the request (GOAWAY
+  above its last stream id, or RST_STREAM REFUSED_STREAM), so resending is safe; the others leave it unknown.
+
+Known limit: h2 (4.x) treats every frame after a received GOAWAY as a protocol error, so streams at or below the
+GOAWAY's last stream id cannot be read to completion; they fail with `ConnectionLost` (the server may have acted on
+them) once the server sends their answer or closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+#: h2's outbound header validation and normalisation cost about a third of sending a request, and normalisation
+#: marks `authorization` never-indexed, so a provider token (hundreds of bytes) would be Huffman-coded anew on
+#: every stream instead of being one HPACK index. `H2Client.request` builds the header block itself (pseudo-headers
+#: first, lower-case names); a bearer token is high-entropy, so the dictionary attack h2 guards against by not
+#: indexing it does not apply. Inbound headers are still validated.
+_CONFIG = h2.config.H2Configuration(
+    client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+)
+#: Receive window we grant the server for the connection as a whole: responses never wait on our acknowledgements.
+_CONNECTION_WINDOW = 1 << 24
+
+
+class H2Error(Exception):
+    """A request got no complete response."""
+
+
+class ConnectError(H2Error):
+    """No HTTP/2 connection could be made (refused, TLS failure, no ALPN h2, or too slow)."""
+
+
+class ConnectionLost(H2Error):
+    """The connection died with the request in flight; the server may or may not have processed it."""
+
+
+class StreamRefused(H2Error):
+    """The server guarantees it did not process the request; sending it again is safe."""
+
+
+class StreamReset(H2Error):
+    """The server reset the stream (RST_STREAM) with an error code other than REFUSED_STREAM."""
+
+
+class RequestTimeout(H2Error):
+    """No complete response within the request's deadline; the stream was reset."""
+
+
+class ClientClosed(H2Error):
+    """The client was closed (`aclose`)."""
+
+
+#: Which error (if any) a stream id in flight should fail with.
+_ErrorFor = Callable[[int], H2Error | None]
+
+
+@dataclass(frozen=True, slots=True)
+class H2Response:
+    """A complete response: status, headers (lower-case names, pseudo-headers removed) and body."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+
+@dataclass(slots=True)
+class _Stream:
+    response: asyncio.Future[H2Response]
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+    #: Set while the request body waits for the server to open its flow-control window.
+    window: asyncio.Future[None] | None = None
+
+
+class _Unusable(Exception):
+    """The connection takes no new streams (lost or GOAWAY) before this request got one: try a fresh connection."""
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection: owns the `h2` state machine and the streams in flight on it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._h2 = h2.connection.H2Connection(_CONFIG)
+        self._transport: asyncio.Transport | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        #: Resolved by the server's first SETTINGS frame: only then is its MAX_CONCURRENT_STREAMS known.
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        #: False once no new streams may be opened here (GOAWAY received, connection lost or closing).
+        self.usable = True
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            self._fail_ready(ConnectError("the server did not agree to HTTP/2 (ALPN h2)"))
+            transport.close()
+            return
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(_CONNECTION_WINDOW)
+        transport.write(self._h2.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+        self._fail_ready(ConnectError("connection closed during the HTTP/2 handshake"))
+        self._fail_streams(lambda _stream_id: ConnectionLost("connection lost"))
+        self._wake_all_slot_waiters()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            # Includes frames that arrive after the server's GOAWAY, which h2 treats as a closed connection.
+            self._shut(ConnectionLost("HTTP/2 protocol error from the server"))
+            return
+        for event in events:
+            if isinstance(event, h2.events.ResponseReceived):
+                self._on_headers(event.stream_id, event.headers)
+            elif isinstance(event, h2.events.DataReceived):
+                self._on_data(event)
+            elif isinstance(event, h2.events.StreamEnded):
+                self._on_end(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self._on_reset(event)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._on_window(event.stream_id)
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self._on_settings(event)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._on_goaway(event)
+        self._flush()
+
+    # -- requests ----------------------------------------------------------------------------------------------
+
+    async def request(self, headers: list[tuple[str, str]], body: bytes) -> H2Response:
+        """Send one request on a new stream and wait for its response; `_Unusable` when no stream could be opened."""
+        await self._acquire_slot()
+        try:
+            stream_id = self._h2.get_next_available_stream_id()
+            self._h2.send_headers(stream_id, headers, end_stream=not body)
+        except (h2.exceptions.NoAvailableStreamIDError, h2.exceptions.ProtocolError) as exc:
+            # Stream ids exhausted or h2 has closed the connection: this request was never sent.
+            self.usable = False
+            self._wake_all_slot_waiters()
+            raise _Unusable from exc
+        stream = _Stream(self._loop.create_future())
+        self._streams[stream_id] = stream
+        try:
+            if body:
+                await self._send_body(stream_id, stream, body)
+            self._flush()
+            return await stream.response
+        except BaseException:
+            # Cancelled (deadline) or failed: give the server and our slot count the stream back.
+            if self._streams.pop(stream_id, None) is not None:
+                self._reset(stream_id)
+                self._release_slot()
+            elif stream.response.done() and not stream.response.cancelled():
+                stream.response.exception()  # failed in the same turn we were cancelled: nobody else will read it
+            raise
+
+    async def _acquire_slot(self) -> None:
+        """Wait until one more stream fits under the server's MAX_CONCURRENT_STREAMS."""
+        while True:
+            if not self.usable:
+                raise _Unusable
+            if len(self._streams) < self._h2.remote_settings.max_concurrent_streams:
+                return
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._slot_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release_slot()  # we were woken for a free slot we will not use: pass it on
+                else:
+                    self._slot_waiters.remove(waiter)
+                raise
+
+    def _release_slot(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all_slot_waiters(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _send_body(self, stream_id: int, stream: _Stream, body: bytes) -> None:
+        """Send as much as the stream and connection windows allow, then wait for WINDOW_UPDATE, until done."""
+        view = memoryview(body)
+        while view:
+            if stream.response.done():
+                return  # answered or failed before the body was complete; the caller reads the outcome
+            size = min(len(view), self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
+            if size <= 0:
+                stream.window = self._loop.create_future()
+                self._flush()
+                await stream.window
+                stream.window = None
+                continue
+            chunk, view = view[:size], view[size:]
+            self._h2.send_data(stream_id, chunk.tobytes(), end_stream=not view)
+
+    # -- h2 events ---------------------------------------------------------------------------------------------
+
+    def _on_headers(self, stream_id: int | None, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        stream = self._streams.get(stream_id or 0)
+        if stream is None:
+            return
+        for name, value in headers:
+            if name == b":status":
+                stream.status = int(value)
+            elif not name.startswith(b":"):
+                stream.headers[name.decode("ascii")] = value.decode("utf-8", "replace")
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        assert event.stream_id is not None
+        stream = self._streams.get(event.stream_id)
+        if stream is not None and event.data:
+            stream.body += event.data
+        self._h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+
+    def _on_end(self, stream_id: int | None) -> None:
+        stream = self._streams.pop(stream_id or 0, None)
+        if stream is None:
+            return
+        self._release_slot()
+        if not stream.response.done():
+            stream.response.set_result(H2Response(stream.status, stream.headers, bytes(stream.body)))
+
+    def _on_reset(self, event: h2.events.StreamReset) -> None:
+        stream = self._streams.pop(event.stream_id or 0, None)
+        if stream is None:
+            return
+        self._release_slot()
+        if event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+            self._fail(stream, StreamRefused("stream refused by the server"))
+        else:
+            self._fail(stream, StreamReset(f"stream reset by the server: {event.error_code!r}"))
+
+    def _on_window(self, stream_id: int | None) -> None:
+        if stream_id:
+            stream = self._streams.get(stream_id)
+            if stream is not None and stream.window is not None and not stream.window.done():
+                stream.window.set_result(None)
+            return
+        for stream in self._streams.values():  # the connection window opened: every waiting body may go on
+            if stream.window is not None and not stream.window.done():
+                stream.window.set_result(None)
+
+    def _on_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+        changed = event.changed_settings
+        if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
+            self._on_window(None)
+        if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
+            free = self._h2.remote_settings.max_concurrent_streams - len(self._streams)
+            for _ in range(max(0, free)):
+                self._release_slot()
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        """No new streams here; those the server never processed fail as refused, the rest wait for the close."""
+        self.usable = False
+        last = event.last_stream_id or 0
+        self._fail_streams(lambda stream_id: StreamRefused("server sent GOAWAY") if stream_id > last else None)
+        self._wake_all_slot_waiters()
+        if not self._streams:
+            self._shut(None)
+
+    # -- plumbing ----------------------------------------------------------------------------------------------
+
+    def _fail(self, stream: _Stream, error: H2Error) -> None:
+        if not stream.response.done():
+            stream.response.set_exception(error)
+        if stream.window is not None and not stream.window.done():
+            stream.window.set_result(None)  # the body loop sees the failed response and stops
+
+    def _fail_streams(self, error_for: _ErrorFor) -> None:
+        for stream_id in list(self._streams):
+            error = error_for(stream_id)
+            if error is not None:
+                self._fail(self._streams.pop(stream_id), error)
+
+    def _fail_ready(self, error: H2Error) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(error)
+            self.ready.exception()  # retrieved here: nobody may be waiting any more (connect deadline)
+
+    def _reset(self, stream_id: int) -> None:
+        try:
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        except h2.exceptions.H2Error:
+            return  # already closed on the h2 side, or the connection is gone
+        self._flush()
+
+    def _shut(self, error: H2Error | None) -> None:
+        """Stop using this connection: fail what is in flight (when `error` is given) and close the socket."""
+        self.usable = False
+        if error is not None:
+            self._fail_streams(lambda _stream_id: error)
+        self._wake_all_slot_waiters()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _flush(self) -> None:
+        """Write what h2 has queued now, not at the end of the loop turn.
+
+        Deferring writes to coalesce many streams into one TLS record made client and server take turns (the
+        server idles while the next batch is prepared, then the client idles while it is answered) and halved
+        throughput; writing each request at once keeps both sides busy.
+        """
+        data = self._h2.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    async def aclose(self) -> None:
+        """Say GOAWAY, close the socket and wait (briefly) until it is closed."""
+        if self._transport is not None and not self._transport.is_closing():
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # h2 may already consider it closed
+                self._h2.close_connection()
+            self._flush()
+        self._shut(ClientClosed("client closed"))
+        if self._transport is not None:
+            try:
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(self.closed)
+            except TimeoutError:
+                self._transport.abort()
+
+
+class H2Client:
+    """HTTP/2 requests to one `https://host[:port]` origin over a single kept-open connection.
+
+    `ca_file` adds a trusted CA (private gateways, local fakes) on top of the system store. `timeout` is the
+    default per-request deadline in seconds, connecting included.
+    """
+
+    def __init__(self, base_url: str, *, ca_file: Path | None = None, timeout: float = 10.0) -> None:
+        url = urlsplit(base_url)
+        if url.scheme != "https" or not url.hostname or url.path.strip("/") or url.query:
+            raise ValueError(f"expected an https:// origin without a path, got {base_url!r}")
+        self._host = url.hostname
+        self._port = url.port or 443
+        self._authority = url.netloc.rpartition("@")[2]
+        self._timeout = timeout
+        self._ssl = ssl.create_default_context()
+        if ca_file is not None:
+            self._ssl.load_verify_locations(cafile=str(ca_file))
+        self._ssl.set_alpn_protocols(["h2"])
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
+        self._closed = False
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float | None = None,
+    ) -> H2Response:
+        """Send one request and return its complete response; raises `H2Error` (see the module docstring)."""
+        fields = [(":method", method), (":scheme", "https"), (":authority", self._authority), (":path", path)]
+        if headers:
+            fields.extend((name.lower(), value) for name, value in headers.items())
+        if body:
+            fields.append(("content-length", str(len(body))))
+        deadline = self._timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(deadline):
+                while True:
+                    connection = await self._connect()
+                    try:
+                        return await connection.request(fields, body)
+                    except _Unusable:
+                        continue  # never sent: the next connection gets it
+        except TimeoutError as exc:
+            raise RequestTimeout(f"no response within {deadline}s") from exc
+
+    async def _connect(self) -> _Connection:
+        """The open connection, or a new one; concurrent callers share one connection attempt."""
+        if self._closed:
+            raise ClientClosed("client closed")
+        connection = self._connection
+        if connection is not None and connection.usable:
+            return connection
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(self._open())
+            self._connecting.add_done_callback(self._opened)
+        # Shielded: one caller's deadline must not abort the attempt the others are waiting on.
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        connection: _Connection | None = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                _transport, connection = await loop.create_connection(
+                    lambda: _Connection(loop), self._host, self._port, ssl=self._ssl, server_hostname=self._host
+                )
+                await connection.ready
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            if connection is not None:
+                await connection.aclose()
+            raise ConnectError(f"cannot connect to {self._authority}: {type(exc).__name__}: {exc}") from exc
+        except ConnectError:
+            if connection is not None:
+                await connection.aclose()
+            raise
+        return connection
+
+    def _opened(self, task: asyncio.Task[_Connection]) -> None:
+        self._connecting = None
+        if task.cancelled() or task.exception() is not None:  # retrieved: every waiter may have given up
+            return
+        self._connection = task.result()
+
+    async def aclose(self) -> None:
+        """Close the connection; requests in flight fail with `ClientClosed`, later ones raise it at once."""
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._connection is not None:
+            await self._connection.aclose()
+            self._connection = None

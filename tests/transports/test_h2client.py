@@ -1,0 +1,245 @@
+"""The HTTP/2 client against the local fake HTTP/2 server (TLS, ALPN h2, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import h2.settings
+import pytest
+
+from pushstr.transports.h2client import (
+    ClientClosed,
+    ConnectError,
+    ConnectionLost,
+    H2Client,
+    RequestTimeout,
+    StreamRefused,
+)
+from tests.fakes import h2server
+from tests.fakes.h2server import H2Server, Request, Response
+from tests.fakes.tls import SelfSigned, make_self_signed
+
+
+def echo(request: Request) -> Response:
+    """Answers with what it was asked, so a test can tell whose response it got."""
+    return Response(200, {"x-path": request.path, "x-size": str(len(request.body))}, request.body[:64])
+
+
+class HeldServer(H2Server):
+    """The fake server, but it answers only when the test says so, and it can limit streams or send GOAWAY.
+
+    `held` lists (connection, stream id, response) for every request answered by the handler and not yet sent;
+    `arrived` is set whenever one is added.
+    """
+
+    def __init__(self, tls: SelfSigned, max_streams: int = 1000) -> None:
+        super().__init__(echo, tls.server_context())
+        self.max_streams = max_streams
+        self.held: list[tuple[HeldConnection, int, Response]] = []
+        self.arrived = asyncio.Event()
+        self.live: list[HeldConnection] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HeldConnection(self), "127.0.0.1", 0, ssl=self._tls)
+
+    async def wait_held(self, count: int) -> None:
+        """Until `count` requests are waiting for their answer."""
+        async with asyncio.timeout(5):
+            while len(self.held) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for connection, stream_id, response in held:
+            connection.answer(stream_id, response)
+
+
+class HeldConnection(h2server._Connection):
+    def __init__(self, server: HeldServer) -> None:
+        super().__init__(echo, server._connections)
+        self._server = server
+        server.live.append(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # As the fake does, but with the test's stream limit in the very first SETTINGS frame.
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._connections.add(self)
+        self._conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self._server.max_streams},
+        )
+        self._conn.initiate_connection()
+        transport.write(self._conn.data_to_send())
+
+    def _respond(self, stream_id: int, response: Response) -> None:
+        self._server.held.append((self, stream_id, response))
+        self._server.arrived.set()
+
+    def answer(self, stream_id: int, response: Response) -> None:
+        super()._respond(stream_id, response)
+        assert self._transport is not None
+        self._transport.write(self._conn.data_to_send())
+
+    def goaway(self, last_stream_id: int) -> None:
+        self._conn.close_connection(last_stream_id=last_stream_id)
+        assert self._transport is not None
+        self._transport.write(self._conn.data_to_send())
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> SelfSigned:
+    return make_self_signed(tmp_path / "tls")
+
+
+@pytest.fixture
+async def server(tls: SelfSigned) -> AsyncIterator[H2Server]:
+    fake = H2Server(echo, tls.server_context())
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def held_server(tls: SelfSigned) -> AsyncIterator[HeldServer]:
+    fake = HeldServer(tls, max_streams=2)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def client_for(tls: SelfSigned) -> AsyncIterator[Callable[[H2Server], H2Client]]:
+    clients: list[H2Client] = []
+
+    def make(server: H2Server, timeout: float = 5.0) -> H2Client:
+        clients.append(H2Client(f"https://127.0.0.1:{server.port}", ca_file=tls.cert_file, timeout=timeout))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_concurrent_requests_share_one_connection_and_get_their_own_answers(
+    server: H2Server, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(server)
+    responses = await asyncio.gather(
+        *(client.request("POST", f"/n/{n}", headers={"X-Test": "1"}, body=b"x" * n) for n in range(300))
+    )
+    assert [(r.status, r.headers["x-path"], r.headers["x-size"]) for r in responses] == [
+        (200, f"/n/{n}", str(n)) for n in range(300)
+    ]
+    assert server.connections == 1
+
+
+async def test_body_larger_than_the_flow_control_window_is_sent_whole(
+    server: H2Server, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    body = bytes(range(256)) * 12_000  # ~3 MB: the fake's stream window is 1 MB, so WINDOW_UPDATEs are needed
+    response = await client_for(server).request("PUT", "/big", body=body)
+    assert response.headers["x-size"] == str(len(body))
+    assert response.content == body[:64]
+
+
+async def test_waits_for_a_free_stream_slot(
+    held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(held_server)
+    requests = [asyncio.create_task(client.request("GET", f"/{n}")) for n in range(5)]
+    # The fake's h2 refuses a stream over its limit with a connection error, which would fail these requests: all
+    # five succeeding on one connection shows the client kept to two streams at a time.
+    answered = 0
+    while answered < 5:
+        await held_server.wait_held(min(2, 5 - answered))
+        assert len(held_server.held) <= 2
+        answered += len(held_server.held)
+        held_server.release()
+    assert sorted(r.headers["x-path"] for r in await asyncio.gather(*requests)) == [f"/{n}" for n in range(5)]
+    assert held_server.connections == 1
+
+
+async def test_timeout_resets_the_stream_and_frees_its_slot(
+    held_server: HeldServer, client_for: Callable[..., H2Client]
+) -> None:
+    client = client_for(held_server, timeout=0.2)
+    with pytest.raises(RequestTimeout):
+        await client.request("GET", "/slow-1")
+    with pytest.raises(RequestTimeout):
+        await client.request("GET", "/slow-2")
+    await held_server.wait_held(2)
+    held_server.held.clear()  # never answered
+    # Both slots (the server allows 2) were given back: a third request is sent at once and answered.
+    third = asyncio.create_task(client.request("GET", "/third", timeout=5))
+    await held_server.wait_held(1)
+    held_server.release()
+    assert (await third).headers["x-path"] == "/third"
+    assert held_server.connections == 1
+
+
+async def test_goaway_refuses_streams_above_last_and_the_next_request_reconnects(
+    held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    held_server.max_streams = 10
+    client = client_for(held_server)
+    first = asyncio.create_task(client.request("GET", "/first"))
+    await held_server.wait_held(1)
+    later = [asyncio.create_task(client.request("GET", f"/later-{n}")) for n in range(2)]
+    await held_server.wait_held(3)
+    (old,) = held_server.live
+    old.goaway(last_stream_id=held_server.held[0][1])
+    for task in later:
+        with pytest.raises(StreamRefused):
+            await task
+    # New requests go to a new connection while the old one drains.
+    after = asyncio.create_task(client.request("GET", "/after"))
+    await held_server.wait_held(4)
+    assert held_server.held[-1][0] is not old
+    assert len(held_server.live) == 2
+    # The fake's h2 can send nothing more on a connection it has sent GOAWAY on; it closes it instead.
+    held_server.held = [entry for entry in held_server.held if entry[0] is not old]
+    held_server.release()
+    assert (await after).headers["x-path"] == "/after"
+    old.close()
+    with pytest.raises(ConnectionLost):
+        await first
+
+
+async def test_lost_connection_fails_in_flight_requests_and_reconnects(
+    held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(held_server)
+    pending = asyncio.create_task(client.request("GET", "/lost"))
+    await held_server.wait_held(1)
+    held_server.held.clear()
+    held_server.live[0].close()
+    with pytest.raises(ConnectionLost):
+        await pending
+    retry = asyncio.create_task(client.request("GET", "/again"))
+    await held_server.wait_held(1)
+    held_server.release()
+    assert (await retry).status == 200
+    assert len(held_server.live) == 2
+
+
+async def test_connect_failure_and_closed_client(tls: SelfSigned, server: H2Server) -> None:
+    port = server.port
+    await server.stop()
+    client = H2Client(f"https://127.0.0.1:{port}", ca_file=tls.cert_file, timeout=5)
+    with pytest.raises(ConnectError):
+        await client.request("GET", "/")
+    await client.aclose()
+    with pytest.raises(ClientClosed):
+        await client.request("GET", "/")
+
+
+async def test_untrusted_certificate_is_refused(server: H2Server) -> None:
+    client = H2Client(f"https://127.0.0.1:{server.port}", timeout=5)
+    with pytest.raises(ConnectError, match="SSL"):
+        await client.request("GET", "/")
+    await client.aclose()
