@@ -19,6 +19,8 @@ from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import PushedLog, SeenIds
 from pushstr.engine.pipeline import Pipeline
 from pushstr.engine.presence import Presence
+from pushstr.engine.profiles import METADATA_KIND, ProfileWatch
+from pushstr.engine.render import MemoryProfileCache
 from pushstr.identity import load_server_keys
 from pushstr.nostr.keys import Keys
 from pushstr.registry.service import Registry
@@ -45,7 +47,9 @@ class Service:
         self.registry = Registry(self.store, settings.registration.max_devices_per_pubkey)
         self.seen = SeenIds(settings.nostr.dedupe_memory)
         self.pushed = PushedLog(self.store.remember_pushed)
-        self.delivery: Delivery = build_delivery(settings, self.keys, self.registry.remove_dead)
+        profiles = MemoryProfileCache()
+        self.profile_watch = ProfileWatch(profiles, on_change=self._replan)
+        self.delivery: Delivery = build_delivery(settings, self.keys, self.registry.remove_dead, profiles)
         self.presence = Presence(settings.dialects.push_settings.heartbeat_timeout_seconds)
         self.pipeline = Pipeline(
             Admission(AdmissionLimits(settings.nostr.max_event_bytes, settings.nostr.max_event_age_seconds), self.seen),
@@ -55,7 +59,9 @@ class Service:
             self.pushed,
             devices_for_group=self.registry.devices_for_group,
             policy=self.presence.allows,
+            alert_sender=self.profile_watch.want,
         )
+        self.pipeline.add_kind_handler(METADATA_KIND, self.profile_watch.on_metadata)
         self.pool = RelayPool(settings.nostr.relays, self.keys, self.pipeline.on_relay_event, settings.nostr)
         self.extra_filters: list[dict[str, Any]] = []
         self.push_settings = install_push_settings(self) if settings.dialects.push_settings.enabled else None
@@ -65,7 +71,11 @@ class Service:
 
     def _replan(self) -> None:
         self.pool.set_interest(
-            Interest(p=self.registry.interest(), e=self.registry.group_interest(), extra=tuple(self.extra_filters))
+            Interest(
+                p=self.registry.interest(),
+                e=self.registry.group_interest(),
+                extra=(*self.extra_filters, *self.profile_watch.filters()),
+            )
         )
 
     async def start(self) -> None:

@@ -36,6 +36,8 @@ class AdmissionLimits:
     max_event_bytes: int
     max_age_seconds: int
     max_future_seconds: int = 15 * 60
+    ageless_kinds: frozenset[int] = frozenset({0})
+    """Kinds whose age says nothing about relevance: a current profile (kind 0) may be years old."""
 
 
 def _approx_size(event: Event) -> int:
@@ -69,7 +71,7 @@ class Admission:
         if _approx_size(event) > self._limits.max_event_bytes:
             raise self._reject("invalid", "too_large", f"event larger than {self._limits.max_event_bytes} bytes")
         current = time.time() if now is None else now
-        if event.created_at < current - self._limits.max_age_seconds:
+        if event.created_at < current - self._limits.max_age_seconds and event.kind not in self._limits.ageless_kinds:
             raise self._reject("invalid", "too_old", "event is older than this server accepts")
         if event.created_at > current + self._limits.max_future_seconds:
             raise self._reject("invalid", "future", "created_at is too far in the future")

@@ -71,8 +71,10 @@ class Pipeline:
         *,
         devices_for_group: DevicesFor | None = None,
         policy: Policy | None = None,
+        alert_sender: Callable[[str], None] | None = None,
     ) -> None:
-        """`devices_for_group` adds matching by `e` tags (groups); `policy` is asked before each submission.
+        """`devices_for_group` adds matching by `e` tags (groups); `policy` is asked before each submission;
+        `alert_sender` is told the sender of every alert-mode notification (so its profile name can be fetched).
 
         An event that matched is recorded as handled even when the policy held back every device: a device that
         was online when a message came must not be woken for it later, after a restart's catch-up.
@@ -81,6 +83,7 @@ class Pipeline:
         self._devices_for = devices_for
         self._devices_for_group = devices_for_group
         self._policy = policy
+        self._alert_sender = alert_sender
         self._delivery = delivery
         self._apps = apps
         self._pushed = pushed
@@ -145,6 +148,8 @@ class Pipeline:
                 conversation=conversation,
                 preview=preview,
             )
+            if sender is not None and self._alert_sender is not None and notification.mode.startswith("alert"):
+                self._alert_sender(sender)
             if self._delivery.submit(notification, device):
                 NOTIFICATIONS.labels("queued").inc()
                 sent += 1
