@@ -36,6 +36,7 @@ from pushstr.dialects.mostro_token import TokenError, decrypt_token, server_pubk
 from pushstr.engine.pipeline import Submitter
 from pushstr.logutil import RateLimitedLog
 from pushstr.nostr.keys import Keys, is_hex
+from pushstr.ratelimit import KeyedRateLimiter
 from pushstr.registry.model import Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
 from pushstr.transports.base import Notification
@@ -51,54 +52,10 @@ GIFT_WRAP = 1059
 MAX_TOKEN_BYTES = 4096
 MAX_REGISTER_BODY = 8 * 1024
 MAX_SMALL_BODY = 1024
-MAX_RATE_KEYS = 100_000
 
 REQUESTS = Counter("pushstr_mostro_requests_total", "Mostro API requests by route and outcome", ["route", "result"])
 BAD_PUBKEY = "Invalid trade_pubkey format (expected 64 hex characters)"
 RATE_LIMITED = {"success": False, "message": "rate limited"}
-
-
-class RateLimiter:
-    """Token buckets per key (`per_minute` refill, `burst` capacity), bounded to `max_keys` buckets.
-
-    When the table is full, buckets that have refilled completely (idle clients) are dropped first, then the
-    oldest; a flood of fresh keys can only make the limiter forget, never grow.
-    """
-
-    def __init__(
-        self,
-        per_minute: float,
-        burst: int,
-        max_keys: int = MAX_RATE_KEYS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._rate = per_minute / 60.0
-        self._burst = float(burst)
-        self._max_keys = max_keys
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def wait(self, key: str) -> float:
-        """Take one token for `key`: 0 when allowed, else the seconds until one is available."""
-        now = self._clock()
-        tokens, last = self._buckets.pop(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        if len(self._buckets) >= self._max_keys:
-            self._evict(now)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self._rate
-
-    def _evict(self, now: float) -> None:
-        full = [
-            key for key, (tokens, last) in self._buckets.items() if tokens + (now - last) * self._rate >= self._burst
-        ]
-        for key in full:
-            del self._buckets[key]
-        while len(self._buckets) >= self._max_keys:
-            del self._buckets[next(iter(self._buckets))]
 
 
 def _fail(route: str, status: int, message: str, **fields: Any) -> JSONResponse:
@@ -166,9 +123,9 @@ class MostroApi:
         self.server_pubkey = server_pubkey_compressed(keys)
         self._pubkeys: dict[str, None] = {}
         config = self._config
-        self.register_limit = RateLimiter(config.register_per_ip_per_minute, config.register_per_ip_burst)
-        self.notify_ip_limit = RateLimiter(config.notify_per_ip_per_minute, config.notify_per_ip_burst)
-        self.notify_pubkey_limit = RateLimiter(config.notify_per_pubkey_per_minute, config.notify_per_pubkey_burst)
+        self.register_limit = KeyedRateLimiter(config.register_per_ip_per_minute, config.register_per_ip_burst)
+        self.notify_ip_limit = KeyedRateLimiter(config.notify_per_ip_per_minute, config.notify_per_ip_burst)
+        self.notify_pubkey_limit = KeyedRateLimiter(config.notify_per_pubkey_per_minute, config.notify_per_pubkey_burst)
 
     def devices(self, pubkey: str) -> list[Registration]:
         return [reg for reg in self._registry.devices_for(pubkey) if reg.dialect == DIALECT]

@@ -7,7 +7,6 @@ a relay is pushed once. It stores nothing and serves no reads: `REQ` is answered
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from prometheus_client import Counter, Gauge
 from pushstr.config import EndpointConfig
 from pushstr.engine.pipeline import IngestResult
 from pushstr.logutil import RateLimitedLog
+from pushstr.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
@@ -26,26 +26,6 @@ MESSAGES = Counter("pushstr_endpoint_messages_total", "Messages received on the 
 CONNECTIONS = Gauge("pushstr_endpoint_connections", "Open connections to the built-in endpoint")
 
 Ingest = Callable[[Any, str | None], IngestResult]
-
-
-class TokenBucket:
-    """`rate_per_minute` events with a burst of the same size; refilled continuously."""
-
-    def __init__(self, rate_per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._capacity = float(rate_per_minute)
-        self._tokens = float(rate_per_minute)
-        self._per_second = rate_per_minute / 60.0
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._per_second)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 class RelayEndpoint:
@@ -62,7 +42,7 @@ class RelayEndpoint:
         await websocket.accept()
         self._open += 1
         CONNECTIONS.inc()
-        bucket = TokenBucket(self._config.events_per_minute)
+        bucket = TokenBucket(self._config.events_per_minute, burst=self._config.events_per_minute)
         try:
             while True:
                 raw = await websocket.receive_text()
