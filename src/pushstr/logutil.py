@@ -7,9 +7,9 @@ import logging
 import time
 
 
-def ident(value: str) -> str:
+def ident(value: str, length: int = 12) -> str:
     """A short digest to stand for a pubkey, token or IP in logs: correlatable, not reversible."""
-    return hashlib.sha256(value.encode()).hexdigest()[:12]
+    return hashlib.sha256(value.encode()).hexdigest()[:length]
 
 
 class RateLimitedLog:

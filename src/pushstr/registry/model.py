@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from pushstr.logutil import ident
 
 DEFAULT_KINDS: frozenset[int] = frozenset({4, 1059, 1, 9735})
 
@@ -20,7 +21,7 @@ class Platform(StrEnum):
 
 def token_hash(device_token: str) -> str:
     """Short stable digest of a device token: the only form a token may take in logs and metrics."""
-    return hashlib.sha256(device_token.encode()).hexdigest()[:16]
+    return ident(device_token, 16)
 
 
 @dataclass(frozen=True, slots=True)

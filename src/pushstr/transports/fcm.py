@@ -25,7 +25,7 @@ from pushstr.registry.model import Platform, Registration
 from pushstr.transports import metrics
 from pushstr.transports.apns import TransportConfigError, aps_payload
 from pushstr.transports.base import Notification, SendResult
-from pushstr.transports.http import generic, make_client, network_failure, retry_after
+from pushstr.transports.http import LazyClient, generic, network_failure, retry_after
 
 FCM_URL = "https://fcm.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -145,24 +145,19 @@ class FcmTransport:
         self._encrypt = encrypt
         base = (app.base_url or FCM_URL).rstrip("/")
         self._send_url = f"{base}/v1/projects/{self._account.project_id}/messages:send"
-        self._client: httpx.AsyncClient | None = None
+        self._http = LazyClient(ca_file=app.ca_file, timeout=app.timeout_seconds, connections=4)
 
     async def start(self) -> None:
-        if self._client is None:
-            self._client = make_client(ca_file=self._app.ca_file, timeout=self._app.timeout_seconds, connections=4)
+        self._http.get()
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     def _measure(self, device: Registration) -> Callable[[Rendered], int]:
         return lambda rendered: len(orjson.dumps(fcm_message(rendered, device, self._app)))
 
     async def send(self, notification: Notification, device: Registration) -> SendResult:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
+        client = self._http.get()
         rendered = render(
             notification,
             device,
@@ -176,11 +171,11 @@ class FcmTransport:
             return SendResult.rejected("payload-too-large")
         body = orjson.dumps({"message": {**message, "token": device.device_token}})
         try:
-            token = await self._tokens.get(self._client)
+            token = await self._tokens.get(client)
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             return SendResult.retry(f"oauth:{type(exc).__name__}")
         try:
-            response = await self._client.post(
+            response = await client.post(
                 self._send_url,
                 content=body,
                 headers={"authorization": f"Bearer {token}", "content-type": "application/json"},

@@ -38,6 +38,26 @@ def make_client(
     )
 
 
+class LazyClient:
+    """A `make_client` client created on first use and kept open until the transport closes."""
+
+    def __init__(self, *, ca_file: Path | None, timeout: float, connections: int) -> None:
+        self._ca_file = ca_file
+        self._timeout = timeout
+        self._connections = connections
+        self._client: httpx.AsyncClient | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = make_client(ca_file=self._ca_file, timeout=self._timeout, connections=self._connections)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
 def retry_after(response: httpx.Response, now: float | None = None) -> float | None:
     """The `Retry-After` header in seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
     raw = response.headers.get("retry-after")

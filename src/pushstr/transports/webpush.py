@@ -27,7 +27,7 @@ from pushstr.registry.model import Platform, Registration
 from pushstr.transports import metrics
 from pushstr.transports.apns import TransportConfigError
 from pushstr.transports.base import Notification, SendResult
-from pushstr.transports.http import generic, make_client, network_failure
+from pushstr.transports.http import LazyClient, generic, network_failure
 from pushstr.transports.ssrf import EndpointRefused, check_endpoint
 from pushstr.transports.vapid import VapidSigner
 
@@ -78,22 +78,17 @@ class WebPushTransport:
         self._signer = VapidSigner(vapid_key, app.vapid_subject, clock)
         self._profiles = profiles
         self._encrypt = encrypt
-        self._client: httpx.AsyncClient | None = None
+        # Endpoints are spread over many hosts: HTTP/1.1 and HTTP/2 both occur.
+        self._http = LazyClient(ca_file=app.ca_file, timeout=app.timeout_seconds, connections=64)
 
     async def start(self) -> None:
-        if self._client is None:
-            # Endpoints are spread over many hosts: HTTP/1.1 and HTTP/2 both occur.
-            self._client = make_client(ca_file=self._app.ca_file, timeout=self._app.timeout_seconds, connections=64)
+        self._http.get()
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     async def send(self, notification: Notification, device: Registration) -> SendResult:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
+        client = self._http.get()
         endpoint = device.device_token
         try:
             await check_endpoint(endpoint, self._app.allowed_hosts)
@@ -132,7 +127,7 @@ class WebPushTransport:
         if len(body) > MAX_PAYLOAD_BYTES:
             return SendResult.rejected("payload too large")
         try:
-            response = await self._client.post(endpoint, content=body, headers=headers)
+            response = await client.post(endpoint, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return network_failure(exc)
         status = response.status_code
