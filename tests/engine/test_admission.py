@@ -17,7 +17,7 @@ def _admission() -> Admission:
 
 
 def _rejected_count(code: str) -> float:
-    return REJECTED.labels(code)._value.get()
+    return REJECTED.value(code)
 
 
 def test_valid_event_is_admitted_once_then_duplicate() -> None:

@@ -53,7 +53,7 @@ def match_event(event: Event, devices_for: DevicesFor, devices_for_group: Device
 
 
 def _match_groups(event: Event, devices_for_group: DevicesFor, matches: list[Match]) -> None:
-    reached = {match.device.key for match in matches}
+    reached: set[tuple[str, str]] | None = None  # built on the first group that has devices: most events have none
     seen_groups: set[str] = set()
     for tag in event.tags:
         if len(tag) < 2 or tag[0] != "e" or tag[1] in seen_groups:
@@ -61,7 +61,12 @@ def _match_groups(event: Event, devices_for_group: DevicesFor, matches: list[Mat
         seen_groups.add(tag[1])
         if len(seen_groups) > MAX_E_TAGS_CONSIDERED:
             break
-        for device in devices_for_group(tag[1]):
+        devices = devices_for_group(tag[1])
+        if not devices:
+            continue
+        if reached is None:
+            reached = {match.device.key for match in matches}
+        for device in devices:
             if device.pubkey != event.pubkey and event.kind in device.kinds and device.key not in reached:
                 reached.add(device.key)
                 matches.append(Match(device.pubkey, device))

@@ -18,17 +18,24 @@ from pushstr.engine.admission import Admission, Rejected
 from pushstr.engine.dedupe import PushedLog
 from pushstr.engine.match import DevicesFor, match_event
 from pushstr.logutil import RateLimitedLog
-from pushstr.nostr.event import Event
+from pushstr.metrics import LoopCounter
+from pushstr.nostr.event import GIFT_WRAP_KIND, Event
 from pushstr.registry.model import Registration
 from pushstr.transports.base import Notification
 
 log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
 
-MATCHED = Counter("pushstr_events_matched_total", "Admitted events that reached at least one device")
-NOTIFICATIONS = Counter("pushstr_notifications_total", "Notifications handed to delivery", ["result"])
+MATCHED = LoopCounter("pushstr_events_matched", "Admitted events that reached at least one device")
+NOTIFICATIONS = LoopCounter(
+    "pushstr_notifications",
+    "Notifications handed to delivery",
+    ["result"],
+    initial=[("queued",), ("dropped",), ("held_back",), ("unknown_app",)],
+)
 HANDLER_ERRORS = Counter("pushstr_kind_handler_errors_total", "Kind handlers that raised", ["kind"])
-GIFT_WRAP = 1059
+MODES_WITH_EVENT = frozenset({"alert+event", "encrypted"})
+"""Payload modes that carry the signed event, so only they pay for serializing it."""
 
 
 class Submitter(Protocol):
@@ -94,8 +101,13 @@ class Pipeline:
         self._handlers[kind] = handler
 
     def on_relay_event(self, obj: dict[str, Any], relay_url: str) -> None:
-        """Sink for the relay pool: results are counted by admission; nothing to answer."""
-        self.ingest(obj, relay_url)
+        """Sink for the relay pool: results are counted by admission; nothing to answer. Relay connections drop
+        frames larger than `max_event_bytes` plus the envelope before they get here."""
+        try:
+            event = self._admission.admit(obj, size_checked=True)
+        except Rejected:
+            return
+        self._route(event, relay_url)
 
     def ingest(self, obj: Any, relay_url: str | None = None) -> IngestResult:
         try:
@@ -103,15 +115,19 @@ class Pipeline:
         except Rejected as exc:
             accepted = exc.code == "duplicate"
             return IngestResult(accepted, exc.message, obj.get("id") if isinstance(obj, dict) else None)
+        return IngestResult(True, "", event.id, self._route(event, relay_url))
+
+    def _route(self, event: Event, relay_url: str | None) -> int:
+        """Hand an admitted event to its kind's handler, or match and notify; how many notifications were queued."""
         handler = self._handlers.get(event.kind)
-        if handler is not None:
-            try:
-                handler(event)
-            except Exception:
-                HANDLER_ERRORS.labels(str(event.kind)).inc()
-                _rate_log.warning(f"handler-{event.kind}", "kind %d handler failed", event.kind, exc_info=True)
-            return IngestResult(True, "", event.id)
-        return IngestResult(True, "", event.id, self._notify(event, relay_url))
+        if handler is None:
+            return self._notify(event, relay_url)
+        try:
+            handler(event)
+        except Exception:
+            HANDLER_ERRORS.labels(str(event.kind)).inc()
+            _rate_log.warning(f"handler-{event.kind}", "kind %d handler failed", event.kind, exc_info=True)
+        return 0
 
     def _notify(self, event: Event, relay_url: str | None) -> int:
         matches = match_event(event, self._devices_for, self._devices_for_group)
@@ -120,19 +136,20 @@ class Pipeline:
         MATCHED.inc()
         self._pushed.record(event.id)
         sent = 0
-        sender = None if event.kind == GIFT_WRAP else event.pubkey
+        sender = None if event.kind == GIFT_WRAP_KIND else event.pubkey
         conversation = _conversation(event)
         event_json: bytes | None = None
         for found in matches:
             device = found.device
             if self._policy is not None and not self._policy(event, device):
-                NOTIFICATIONS.labels("held_back").inc()
+                NOTIFICATIONS.inc("held_back")
                 continue
             app = self._apps.get(device.app)
             if app is None:
-                NOTIFICATIONS.labels("unknown_app").inc()
+                NOTIFICATIONS.inc("unknown_app")
                 continue
-            if event_json is None:
+            mode = device.mode or app.mode
+            if event_json is None and mode in MODES_WITH_EVENT:
                 event_json = event.to_json()
             preview = event.content[: app.preview_length] if event.kind == 1 and app.preview_length else None
             notification = Notification(
@@ -142,8 +159,8 @@ class Pipeline:
                 sender=sender,
                 created_at=event.created_at,
                 app=device.app,
-                mode=device.mode or app.mode,
-                event_json=event_json,
+                mode=mode,
+                event_json=event_json if mode in MODES_WITH_EVENT else None,
                 relay=relay_url,
                 conversation=conversation,
                 preview=preview,
@@ -151,8 +168,8 @@ class Pipeline:
             if sender is not None and self._alert_sender is not None and notification.mode.startswith("alert"):
                 self._alert_sender(sender)
             if self._delivery.submit(notification, device):
-                NOTIFICATIONS.labels("queued").inc()
+                NOTIFICATIONS.inc("queued")
                 sent += 1
             else:
-                NOTIFICATIONS.labels("dropped").inc()
+                NOTIFICATIONS.inc("dropped")
         return sent

@@ -21,6 +21,7 @@ from pushstr.nostr.keys import Keys, is_hex, verify_schnorr
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 _FIELDS = frozenset(("id", "pubkey", "created_at", "kind", "tags", "content", "sig"))
 _MAX_TIMESTAMP = 2**53 - 1
+GIFT_WRAP_KIND = 1059
 
 
 class KindClass(Enum):
@@ -105,8 +106,11 @@ class Event:
         if not isinstance(tags, list):
             raise InvalidEvent("tags must be a list")
         for tag in tags:
-            if not isinstance(tag, list) or not all(isinstance(value, str) for value in tag):
+            if not isinstance(tag, list):
                 raise InvalidEvent("each tag must be a list of strings")
+            for value in tag:
+                if not isinstance(value, str):
+                    raise InvalidEvent("each tag must be a list of strings")
         return cls(event_id, pubkey, created_at, kind, tags, content, sig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +133,23 @@ class Event:
 
     def computed_id(self) -> str:
         """The id this event's fields hash to (may differ from `self.id` for a forged event)."""
-        return compute_id(self.pubkey, self.created_at, self.kind, self.tags, self.content)
+        return self.id_digest().hex()
+
+    def id_digest(self) -> bytes:
+        """The sha256 digest of the canonical serialization: what the signature signs when the id is right."""
+        return sha256(serialize_for_id(self.pubkey, self.created_at, self.kind, self.tags, self.content)).digest()
+
+    def signs(self, digest: bytes) -> bool:
+        """BIP-340 check of `sig` by `pubkey` over `digest`; False, never an exception, for malformed hex.
+
+        A gift wrap is signed by a one-time key, so its parsed key is not cached.
+        """
+        try:
+            return verify_schnorr(
+                bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig), cache=self.kind != GIFT_WRAP_KIND
+            )
+        except (ValueError, TypeError):
+            return False
 
     def has_valid_id(self) -> bool:
         try:
@@ -140,9 +160,10 @@ class Event:
     def has_valid_signature(self) -> bool:
         """BIP-340 check of `sig` over the stated id (does not check that the id matches the fields)."""
         try:
-            return verify_schnorr(bytes.fromhex(self.pubkey), bytes.fromhex(self.id), bytes.fromhex(self.sig))
+            stated = bytes.fromhex(self.id)
         except (ValueError, TypeError):
             return False
+        return self.signs(stated)
 
     def verify(self) -> None:
         """Raise `InvalidEvent` unless the id matches the fields and the signature is valid.
@@ -150,14 +171,10 @@ class Event:
         This is the admission hot path: the digest is hashed once and handed to the verifier as bytes, and the
         author's parsed key comes from the bounded cache in `keys`.
         """
-        digest = sha256(serialize_for_id(self.pubkey, self.created_at, self.kind, self.tags, self.content)).digest()
+        digest = self.id_digest()
         if digest.hex() != self.id:
             raise InvalidEvent("event id does not match its serialization")
-        try:
-            valid = verify_schnorr(bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig))
-        except (ValueError, TypeError):
-            valid = False
-        if not valid:
+        if not self.signs(digest):
             raise InvalidEvent("bad signature")
 
     def is_valid(self) -> bool:

@@ -18,10 +18,9 @@ import orjson
 
 from pushstr.nostr import nip44
 from pushstr.nostr.errors import DecryptError, InvalidEvent, InvalidKey
-from pushstr.nostr.event import Event, compute_id, parse_event, sign_event
+from pushstr.nostr.event import GIFT_WRAP_KIND, Event, compute_id, parse_event, sign_event
 from pushstr.nostr.keys import Keys
 
-GIFT_WRAP_KIND = 1059
 SEAL_KIND = 13
 MAX_BACKDATE_SECONDS = 2 * 24 * 3600
 # An inner layer is always smaller than the encrypted (base64) outer layer, which the caller has bounded.

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from pushstr.config import NostrConfig
 from pushstr.logutil import RateLimitedLog, ident
+from pushstr.metrics import LoopCounter
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip42 import build_auth_event
 from pushstr.relays.planner import EMPTY_PLAN, Plan, Subscription, diff_plans
@@ -50,7 +51,7 @@ CLOSE_TIMEOUT_SECONDS = 2.0
 _TEXT_PREVIEW = 200
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
-_MESSAGES = Counter("pushstr_relay_messages", "Messages received from relays, by type", ["relay", "type"])
+_MESSAGES = LoopCounter("pushstr_relay_messages", "Messages received from relays, by type", ["relay", "type"])
 _GARBAGE = Counter("pushstr_relay_garbage", "Relay frames dropped as malformed or oversized", ["relay"])
 _SENT = Counter("pushstr_relay_sent", "Messages sent to relays, by type", ["relay", "type"])
 _DROPPED = Counter("pushstr_relay_outgoing_overflow", "Connections aborted because the send buffer filled", ["relay"])
@@ -394,7 +395,7 @@ class RelayConnection:
             if handler is None:
                 raise _BadMessage(f"unknown message type {kind[:20]!r}")
             handler(self, session, message)
-            _MESSAGES.labels(self.url, kind).inc()
+            _MESSAGES.inc(self.url, kind)
         except _BadMessage as exc:
             self._counters.garbage += 1
             _GARBAGE.labels(self.url).inc()
