@@ -88,3 +88,28 @@ def test_seen_ids_are_bounded() -> None:
     assert "a" not in seen
     assert len(seen) == 3
     assert not seen.add("d")
+
+
+def test_a_malformed_copy_of_a_seen_id_is_a_duplicate_without_parsing() -> None:
+    admission = _admission()
+    event = sign_event(KEYS, 1, "hello")
+    admission.admit(event.to_dict())
+    broken = {**event.to_dict(), "kind": "not a kind", "sig": "zz"}
+    with pytest.raises(Rejected) as caught:
+        admission.admit(broken)
+    assert caught.value.code == "duplicate"
+
+
+def test_unhashable_id_is_malformed_not_a_crash() -> None:
+    with pytest.raises(Rejected) as caught:
+        _admission().admit({**sign_event(KEYS, 1, "x").to_dict(), "id": ["not", "hashable"]})
+    assert caught.value.code == "malformed"
+
+
+def test_size_checked_callers_skip_the_approximate_size() -> None:
+    """Relay connections bound the raw frame already; the endpoint's callers do not and get the check."""
+    event = sign_event(KEYS, 1, "x" * 5000).to_dict()
+    with pytest.raises(Rejected) as caught:
+        _admission().admit(event)
+    assert caught.value.code == "too_large"
+    assert _admission().admit(event, size_checked=True).id == event["id"]

@@ -61,3 +61,25 @@ def test_verify_never_raises_on_garbage() -> None:
     assert verify_schnorr(b"\x00" * 32, b"m", b"\x00" * 64) is False
     assert verify_schnorr(b"\x01" * 31, b"m", b"\x00" * 64) is False
     assert verify_schnorr(Keys.generate().public, b"m", b"\x00" * 63) is False
+
+
+def test_one_time_keys_are_verified_without_entering_the_cache() -> None:
+    from pushstr.nostr.event import sign_event
+    from pushstr.nostr.keys import xonly_public_key
+
+    event = sign_event(Keys.generate(), 1059, "wrap", [["p", "ab" * 32]])
+    before = xonly_public_key.cache_info()
+    assert event.signs(bytes.fromhex(event.id))
+    after = xonly_public_key.cache_info()
+    assert (after.hits, after.misses) == (before.hits, before.misses)
+    note = sign_event(Keys.generate(), 1, "note")
+    assert note.signs(bytes.fromhex(note.id))
+    assert xonly_public_key.cache_info().misses == after.misses + 1
+
+
+@pytest.mark.parametrize("value", ["AB" * 32, " " + "ab" * 31 + "a", "ab" * 31, "gg" * 32, 12])
+def test_is_hex_accepts_only_lowercase_hex_of_the_length(value: object) -> None:
+    from pushstr.nostr.keys import is_hex
+
+    assert not is_hex(value, 64)
+    assert is_hex("0123456789abcdef" * 4, 64)
