@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
+
+import pytest
 
 from pushstr.registry.index import GROUPS_KEY, RegistryIndex
 from pushstr.registry.model import Platform, Registration
@@ -134,3 +137,70 @@ def test_group_followers_track_replacement_and_removal() -> None:
     index.remove("bob", "phone")
     assert index.devices_for_group(group) == ()
     assert index.group_interest() == {}
+
+
+def _snapshot(index: RegistryIndex) -> dict[str, Any]:
+    """Everything observable about an index, extras and kind-set identity included."""
+    regs = list(index)
+    return {
+        "devices": {r.pubkey: [(r, r.extra) for r in index.devices_for(r.pubkey)] for r in regs},
+        "order": [r.key for r in regs],
+        "tokens": {r.device_token: index.pubkeys_of_token(r.device_token) for r in regs},
+        "counts": index.counts(),
+        "len": len(index),
+        "pubkeys": index.pubkey_count,
+        "interest": dict(index.interest()),
+        "group_interest": dict(index.group_interest()),
+        "followers": {
+            group: index.devices_for_group(group) for groups in index.group_interest().values() for group in groups
+        },
+        "shared_kind_sets": len({id(r.kinds) for r in regs}) == len({r.kinds for r in regs}),
+    }
+
+
+def _random_registrations(rng: random.Random, count: int) -> list[Registration]:
+    """Few pubkeys and tokens, so that devices pile up, tokens are shared and keys are replaced."""
+    kind_sets = [[4, 1059], [1059], [1, 4, 1059, 9735], [7], []]
+    regs = []
+    for n in range(count):
+        changes: dict[str, Any] = {
+            "kinds": frozenset(rng.choice(kind_sets)),  # a fresh, equal frozenset each time
+            "platform": rng.choice(list(Platform)),
+            "created_at": float(n),
+        }
+        roll = rng.random()
+        if roll < 0.1:
+            changes["extra"] = {GROUPS_KEY: rng.choice(["a" * 64, "b" * 64, f"{'a' * 64} {'c' * 64}"])}
+        elif roll < 0.15:
+            changes.update(persistent=False, expires_at=float(rng.randint(1, 50)))
+        regs.append(reg(f"p{rng.randint(0, 40)}", f"t{rng.randint(0, 60)}", **changes))
+    return regs
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_put_many_builds_the_same_index_as_put_one_by_one(seed: int) -> None:
+    rng = random.Random(seed)
+    before = _random_registrations(rng, 30)
+    batches = [_random_registrations(rng, rng.randint(0, 80)) for _ in range(4)]
+    one_by_one, bulk = RegistryIndex(), RegistryIndex()
+    for index in (one_by_one, bulk):
+        for item in before:
+            index.put(item)
+        index.interest()  # frozen groups now exist and must be marked dirty by what follows
+        index.group_interest()
+    for batch in batches:
+        for item in batch:
+            one_by_one.put(item)
+        bulk.put_many(batch)
+        assert _snapshot(bulk) == _snapshot(one_by_one)
+    assert bulk.expire(25.0) == one_by_one.expire(25.0)
+    assert _snapshot(bulk) == _snapshot(one_by_one)
+
+
+def test_put_many_into_an_empty_index() -> None:
+    regs = [reg(f"p{n % 7}", f"t{n % 5}", kinds=frozenset({4, n % 3})) for n in range(50)]
+    one_by_one, bulk = RegistryIndex(), RegistryIndex()
+    for item in regs:
+        one_by_one.put(item)
+    bulk.put_many(iter(regs))
+    assert _snapshot(bulk) == _snapshot(one_by_one)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pushstr.registry import service
 from pushstr.registry.model import Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
 from pushstr.store import SqlStore
@@ -239,3 +241,46 @@ async def test_logs_never_carry_raw_pubkeys_or_tokens(registry: Registry, caplog
     assert "registered" in ours and "pruned" in ours and "expired" in ours
     assert ALICE not in ours
     assert token not in ours
+
+
+@pytest.fixture
+def unfrozen_gc() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("unfrozen_gc")
+async def test_a_large_load_is_frozen_out_of_the_collector(store: FlakyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(3):
+        await store.save_registration(reg(token=f"t{n}"))
+    monkeypatch.setattr(service, "FREEZE_AFTER_LOADING", 4)
+    small = Registry(store)
+    assert await small.load() == 3
+    assert gc.get_freeze_count() == 0
+    await store.save_registration(reg(BOB))
+    large = Registry(store)
+    assert await large.load() == 4
+    assert gc.get_freeze_count() > 0
+    assert gc.isenabled()
+    assert {r.key for r in large.registrations()} == {r.key async for r in store.iter_registrations()}
+
+
+async def test_load_restores_every_field_and_keeps_memory_only_registrations(registry: Registry) -> None:
+    stored_one = reg(ALICE, "a", kinds=frozenset({4}), mode="alert", created_at=3.0, extra={"groups": "e" * 64})
+    stored_two = reg(ALICE, "b", platform=Platform.WEBPUSH, webpush_p256dh="k", webpush_auth="s")
+    stored_three = reg(BOB, "a", dialect="push-settings", device_pubkey="d" * 64)
+    memory_only = reg(BOB, "m", persistent=False, expires_at=1e12)
+    for item in (stored_one, stored_two, stored_three, memory_only):
+        await registry.add(item)
+    assert await registry.load() == 3
+    loaded = {r.key: r for r in registry.registrations()}
+    assert loaded == {r.key: r for r in (stored_one, stored_two, stored_three, memory_only)}
+    assert loaded[stored_one.key].extra == stored_one.extra
+    assert registry.devices_for_group("e" * 64) == (stored_one,)
+    assert registry.counts() == {"ios": 3, "webpush": 1}
+    # the hot-path lookups follow the new index, and keep following it
+    assert registry.devices_for(BOB) == (stored_three, memory_only)
+    await registry.add(reg(BOB, "c", extra={"groups": "e" * 64}))
+    assert [r.device_token for r in registry.devices_for(BOB)] == ["a", "m", "c"]
+    assert [r.key for r in registry.devices_for_group("e" * 64)] == [(ALICE, "a"), (BOB, "c")]

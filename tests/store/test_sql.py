@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import tracemalloc
 from collections.abc import Iterable
@@ -315,3 +316,42 @@ async def test_sqlite_directory_that_cannot_be_created_fails_clearly(tmp_path: P
     with pytest.raises(StoreError, match="cannot open store"):
         await store.open()
     await store.close()
+
+
+async def test_registration_batches_hold_at_most_batch_size(store: SqlStore, store_url: str) -> None:
+    await insert_rows(store_url, (reg(n) for n in range(25)))
+    batches = [batch async for batch in store.iter_registration_batches(batch_size=10)]
+    assert [len(batch) for batch in batches] == [10, 10, 5]
+    assert {r.key for batch in batches for r in batch} == {(pubkey(n), f"token-{n}") for n in range(25)}
+    with pytest.raises(ValueError, match="batch_size"):
+        await anext(store.iter_registration_batches(batch_size=0))
+
+
+async def test_batched_rows_decode_like_single_rows(store: SqlStore, store_url: str) -> None:
+    """The loader's inlined common case and the full decoder agree on every shape of row."""
+    shapes: list[dict[str, Any]] = [
+        {},
+        {"kinds": frozenset()},
+        {"kinds": frozenset({1, 7, 1059, 30_000}), "mode": "alert", "created_at": 1_700_000_000.25},
+        {"platform": Platform.WEBPUSH, "webpush_p256dh": "BNc", "webpush_auth": "tBH", "app": "web"},
+        {"mode": "encrypted", "device_pubkey": pubkey(7), "dialect": "push-settings"},
+        {"extra": {"groups": "e" * 64, "relays": "wss://a"}},
+    ]
+    regs = [reg(n, **shapes[n % len(shapes)]) for n in range(3 * len(shapes))]
+    await insert_rows(store_url, regs)
+    batched = {r.key: r async for batch in store.iter_registration_batches(batch_size=4) for r in batch}
+    single = {r.key: r for n in range(len(regs)) for r in await store.registrations_of(pubkey(n))}
+    expected = {r.key: r for r in regs}
+    assert batched == single == expected
+    for key, item in expected.items():
+        assert batched[key].extra == single[key].extra == item.extra
+        assert type(batched[key]) is Registration
+
+
+async def test_an_abandoned_registration_stream_releases_its_connection(store: SqlStore, store_url: str) -> None:
+    await insert_rows(store_url, (reg(n) for n in range(30)))
+    async with contextlib.aclosing(store.iter_registration_batches(batch_size=10)) as batches:
+        assert len(await anext(batches)) == 10
+    assert store._engine.pool.checkedout() == 0
+    await store.save_registration(reg(99))
+    assert await store.registrations_of(pubkey(99)) == [reg(99)]

@@ -23,8 +23,9 @@ rebuilt from the group map when a registration with groups changed.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
+from itertools import chain
 from types import MappingProxyType
 
 from pushstr.registry.model import Platform, Registration
@@ -74,12 +75,21 @@ class RegistryIndex:
         return sum(self._platforms.values())
 
     def __iter__(self) -> Iterator[Registration]:
-        for devices in self._by_pubkey.values():
-            yield from devices
+        return chain.from_iterable(self._by_pubkey.values())
 
     @property
     def pubkey_count(self) -> int:
         return len(self._by_pubkey)
+
+    @property
+    def devices_by_pubkey(self) -> Mapping[str, tuple[Registration, ...]]:
+        """pubkey → devices, read-only: the same live dict for the life of the index, so a hot path may keep it."""
+        return self._by_pubkey
+
+    @property
+    def devices_by_group(self) -> Mapping[str, tuple[Registration, ...]]:
+        """group id → following devices, read-only and live like `devices_by_pubkey`."""
+        return self._by_group
 
     def devices_for(self, pubkey: str) -> tuple[Registration, ...]:
         return self._by_pubkey.get(pubkey, ())
@@ -131,6 +141,60 @@ class RegistryIndex:
         if reg.extra or (old is not None and old.extra):
             self._follow(old, reg)
         return old
+
+    def put_many(self, registrations: Iterable[Registration]) -> None:
+        """`put` each registration in turn, with the common case inlined: the loader's hot loop.
+
+        A registration without `extra` or lifetime that adds a device (rather than replacing one) only needs its
+        dict entries, a platform count and, when it changes the pubkey's kind union, a move between kind
+        groups. That is nearly every row of a start; the rest takes `put`, so the result is the same as
+        putting one by one.
+        """
+        by_pubkey = self._by_pubkey
+        by_token = self._by_token
+        groups = self._groups
+        dirty = self._dirty
+        shared_kinds = self._kinds
+        platforms = self._platforms
+        put = self.put
+        for item in registrations:
+            if item.extra or item.expires_at is not None:
+                put(item)
+                continue
+            kinds = item.kinds
+            shared = shared_kinds.get(kinds)
+            if shared is None:
+                shared = self._shared(kinds)
+            reg = item if shared is kinds else replace(item, kinds=shared)
+            pubkey = reg.pubkey
+            token = reg.device_token
+            devices = by_pubkey.get(pubkey)
+            if devices is None:
+                by_pubkey[pubkey] = (reg,)
+                group = groups.get(shared)
+                if group is None:
+                    group = groups[shared] = set()
+                group.add(pubkey)
+                dirty.add(shared)
+                self._interest = None
+            else:
+                for device in devices:
+                    if device.device_token == token:
+                        break
+                else:
+                    device = None
+                if device is not None:
+                    put(reg)  # replaces a device
+                    continue
+                union = self._devices_union(devices)
+                by_pubkey[pubkey] = (*devices, reg)
+                if not shared <= union:
+                    self._regroup(pubkey, union, self._shared(union | shared))
+            pubkeys = by_token.setdefault(token, pubkey)
+            if pubkeys is not pubkey:
+                by_token[token] = (pubkeys, pubkey) if isinstance(pubkeys, str) else (*pubkeys, pubkey)
+            platform = reg.platform
+            platforms[platform] = platforms.get(platform, 0) + 1
 
     def remove(self, pubkey: str, device_token: str) -> Registration | None:
         """Remove one registration; the one removed, if it existed."""
@@ -233,8 +297,10 @@ class RegistryIndex:
         return shared
 
     def _union(self, devices: tuple[Registration, ...]) -> frozenset[int] | None:
-        if not devices:
-            return None
+        return self._devices_union(devices) if devices else None
+
+    def _devices_union(self, devices: tuple[Registration, ...]) -> frozenset[int]:
+        """The shared union of the kinds of one or more devices."""
         if len(devices) == 1:
             return devices[0].kinds
         return self._shared(frozenset().union(*(reg.kinds for reg in devices)))

@@ -1,7 +1,7 @@
 """The store interface: what the registry and the dedupe need to survive a restart.
 
 The hot path never reads the store; it reads the in-memory index the registry rebuilds from
-`iter_registrations` at start. So the interface is shaped for rare writes, one streaming read at start, and a
+`iter_registration_batches` at start. So the interface is shaped for rare writes, one streaming read at start, and a
 few small queries for the API and health checks.
 """
 
@@ -50,6 +50,9 @@ class Store(Protocol):
 
     def iter_registrations(self, batch_size: int = 10_000) -> AsyncIterator[Registration]:
         """Every stored registration, fetched `batch_size` rows at a time."""
+
+    def iter_registration_batches(self, batch_size: int = 10_000) -> AsyncIterator[list[Registration]]:
+        """Every stored registration, in lists of up to `batch_size`: the start-up read, with no per-row await."""
 
     async def count_registrations(self) -> dict[str, int]:
         """Number of stored registrations per platform."""

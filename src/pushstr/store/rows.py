@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 
-from pushstr.registry.model import Platform, Registration
+from pushstr.registry.model import NO_EXTRA, Platform, Registration, stored_registration
 
 _PLATFORMS: dict[str, Platform] = {platform.value: platform for platform in Platform}
 
@@ -60,6 +60,49 @@ class RowDecoder:
             kinds = self._kinds[text] = _decode_kinds(text)
         return kinds
 
+    def registrations(
+        self, rows: Iterable[Sequence[Any]], skip: Callable[[Sequence[Any], ValueError], None]
+    ) -> list[Registration]:
+        """The registrations of a batch of rows; `skip` is told about each row this release cannot read.
+
+        The start-up hot loop: a million rows pass through here, so the common row (a known platform, an
+        already seen kind set, no `extra`) is built inline through `stored_registration`; anything else takes
+        `registration`, which validates and decodes it fully.
+        """
+        decoded: list[Registration] = []
+        append = decoded.append
+        platforms = _PLATFORMS
+        kinds_seen = self._kinds
+        intern = sys.intern
+        build = stored_registration
+        for row in rows:
+            (pubkey, token, platform, app, dialect, kinds, created_at, mode, p256dh, auth, device_pubkey, extra) = row
+            platform_value = platforms.get(platform)
+            kind_set = kinds_seen.get(kinds)
+            if platform_value is None or kind_set is None or extra is not None:
+                try:
+                    append(self.registration(row))
+                except ValueError as exc:
+                    skip(row, exc)
+                continue
+            append(
+                build(
+                    pubkey,
+                    token,
+                    platform_value,
+                    intern(app),
+                    intern(dialect),
+                    kind_set,
+                    created_at,
+                    None if mode is None else intern(mode),
+                    p256dh,
+                    auth,
+                    device_pubkey,
+                    NO_EXTRA,
+                )
+            )
+        return decoded
+
     def registration(self, row: Sequence[Any]) -> Registration:
         """Raises ValueError (or a subclass) for a row this release cannot read."""
         (pubkey, token, platform, app, dialect, kinds, created_at, mode, p256dh, auth, device_pubkey, extra) = row
@@ -81,7 +124,7 @@ class RowDecoder:
             auth,
             device_pubkey,
             True,
-            _decode_extra(extra) if extra else {},
+            _decode_extra(extra) if extra else NO_EXTRA,
         )
 
 
