@@ -4,9 +4,7 @@ The fake runs in its own process (so client and server do not share a GIL) and c
 h2load (Debian package nghttp2-client) sends the same request with the same token, so its figure is the ceiling
 the fake allows on this machine; pushstr's target is at least 0.8 of it.
 
-    .venv/bin/python bench/bench_delivery.py [--pushes 20000] [--concurrency 200]
-
-Prints the figures and writes bench/out/delivery-<timestamp>.json.
+    .venv/bin/python bench/bench_delivery.py [--pushes 20000] [--concurrency 200] [--smoke] [--json PATH]
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
-import platform
 import re
 import shutil
 import subprocess
@@ -32,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import jwt  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
+from bench.common import Row, grouped, write_report  # noqa: E402
 from pushstr.config import AppConfig  # noqa: E402
 from pushstr.registry.model import Platform, Registration  # noqa: E402
 from pushstr.transports.apns import ApnsTransport, aps_payload  # noqa: E402
@@ -42,6 +39,8 @@ from tests.fakes import APNS_TOPIC, make_apns_key  # noqa: E402
 from tests.fakes.apns import FakeAPNs  # noqa: E402
 
 DEVICE_TOKEN = "ab" * 32
+COMMAND = ".venv/bin/python bench/bench_delivery.py"
+TARGET_RATIO = 0.8
 
 
 def _serve(public_pem: bytes, key_id: str, team_id: str, workdir: str, ready: Any) -> None:
@@ -115,8 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=200, help="streams in flight (h2load -m, dispatcher)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes; h2load is skipped when not installed")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    if shutil.which("h2load") is None:
+    pushes, concurrency = (300, 20) if args.smoke else (args.pushes, args.concurrency)
+    has_h2load = shutil.which("h2load") is not None
+    if not has_h2load and not args.smoke:
         sys.exit("h2load not found: apt-get install -y nghttp2-client")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +143,7 @@ def main() -> None:
                     "key_id": key.key_id,
                     "team_id": key.team_id,
                     "topic": APNS_TOPIC,
-                    "concurrency": args.concurrency,
+                    "concurrency": concurrency,
                 }
             )
             token = jwt.encode(
@@ -151,30 +154,25 @@ def main() -> None:
             )
             body_file = workdir / "body.json"
             body_file.write_text(json.dumps(aps_payload_silent()))
-            h2load = run_h2load(url, token, body_file, args.pushes, args.concurrency)
-            pushstr = asyncio.run(run_pushstr(app, args.pushes))
+            h2load = run_h2load(url, token, body_file, pushes, concurrency) if has_h2load else None
+            pushstr = asyncio.run(run_pushstr(app, pushes))
         finally:
             server.kill()
             server.join(5)
 
-    ratio = pushstr["pushes_per_second"] / h2load["pushes_per_second"]
-    result = {
-        "pushes": args.pushes,
-        "concurrency": args.concurrency,
-        "h2load": h2load,
-        "pushstr": pushstr,
-        "ratio": ratio,
-        "target_ratio": 0.8,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-    }
-    print(f"h2load : {h2load['pushes_per_second']:10.0f} pushes/s ({h2load['succeeded']} ok)")
-    print(f"pushstr: {pushstr['pushes_per_second']:10.0f} pushes/s ({pushstr['accepted']} accepted)")
-    print(f"ratio  : {ratio:10.2f} (target >= 0.8)")
-    out = ROOT / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"delivery-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"written: {path.relative_to(ROOT)}")
+    ratio = pushstr["pushes_per_second"] / h2load["pushes_per_second"] if h2load else None
+    row = Row(
+        what=f"delivery: dispatcher → fake APNs (HTTP/2 over TLS, JWT checked), {grouped(pushes)} pushes, "
+        f"{concurrency} streams",
+        figure=f"{grouped(pushstr['pushes_per_second'])} pushes/s",
+        limit=f"h2load: {grouped(h2load['pushes_per_second'])}/s" if h2load else "h2load not installed",
+        ratio=None if ratio is None else round(ratio, 3),
+        target=f"≥ {TARGET_RATIO}×",
+        met=None if ratio is None else ratio >= TARGET_RATIO,
+        command=COMMAND,
+    )
+    details = {"pushes": pushes, "concurrency": concurrency, "h2load": h2load, "pushstr": pushstr}
+    write_report(args.json, "delivery", [row], details)
 
 
 def aps_payload_silent() -> dict[str, Any]:
