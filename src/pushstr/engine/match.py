@@ -8,7 +8,7 @@ by the kinds it registered for.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pushstr.nostr.event import Event
 from pushstr.registry.model import Registration
@@ -19,8 +19,9 @@ MAX_E_TAGS_CONSIDERED = 100
 DevicesFor = Callable[[str], Sequence[Registration]]
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
+    """One device an event reaches, and the pubkey it reaches it under (a tuple: one is built per match)."""
+
     recipient: str
     device: Registration
 
@@ -29,39 +30,46 @@ def match_event(event: Event, devices_for: DevicesFor, devices_for_group: Device
     """Every (recipient, device) pair the event should reach; each device at most once per event.
 
     With `devices_for_group`, the event's `e` tags are looked up as groups too: a device following a group the
-    event names is reached under its own pubkey, unless that pubkey wrote the event.
+    event names is reached under its own pubkey, unless that pubkey wrote the event. One pass over the tags
+    collects both, since this runs for every admitted event.
     """
     matches: list[Match] = []
+    kind = event.kind
     seen_recipients: set[str] = {event.pubkey}
+    groups: list[str] | None = None
     considered = 0
     for tag in event.tags:
-        if len(tag) < 2 or tag[0] != "p":
+        if len(tag) < 2:
             continue
-        considered += 1
-        if considered > MAX_P_TAGS_CONSIDERED:
-            break
-        recipient = tag[1]
-        if recipient in seen_recipients:
-            continue
-        seen_recipients.add(recipient)
-        for device in devices_for(recipient):
-            if event.kind in device.kinds:
-                matches.append(Match(recipient, device))
-    if devices_for_group is not None:
-        _match_groups(event, devices_for_group, matches)
+        name = tag[0]
+        if name == "p":
+            considered += 1
+            recipient = tag[1]
+            if considered > MAX_P_TAGS_CONSIDERED or recipient in seen_recipients:
+                continue
+            seen_recipients.add(recipient)
+            for device in devices_for(recipient):
+                if kind in device.kinds:
+                    matches.append(Match(recipient, device))
+        elif name == "e" and devices_for_group is not None:
+            if groups is None:
+                groups = []
+            groups.append(tag[1])
+    if groups is not None and devices_for_group is not None:
+        _match_groups(event, groups, devices_for_group, matches)
     return matches
 
 
-def _match_groups(event: Event, devices_for_group: DevicesFor, matches: list[Match]) -> None:
-    reached: set[tuple[str, str]] | None = None  # built on the first group that has devices: most events have none
+def _match_groups(event: Event, groups: list[str], devices_for_group: DevicesFor, matches: list[Match]) -> None:
+    reached: set[tuple[str, str]] | None = None  # built on the first group that has devices: most have none
     seen_groups: set[str] = set()
-    for tag in event.tags:
-        if len(tag) < 2 or tag[0] != "e" or tag[1] in seen_groups:
+    for group in groups:
+        if group in seen_groups:
             continue
-        seen_groups.add(tag[1])
+        seen_groups.add(group)
         if len(seen_groups) > MAX_E_TAGS_CONSIDERED:
             break
-        devices = devices_for_group(tag[1])
+        devices = devices_for_group(group)
         if not devices:
             continue
         if reached is None:
