@@ -271,3 +271,33 @@ def test_missing_credentials_name_the_key(tmp_path: Path) -> None:
     app = AppConfig(transport="apns", key_id="K", team_id="T", topic="org.example")
     with pytest.raises(ValueError, match=r"apps\.ios\.key_file"):
         ApnsTransport("ios", app)
+
+
+async def test_fake_reports_each_request_with_its_perf_counter_arrival(
+    apns_key: ApnsKey, tmp_path: Path, dead_hook: DeadHook
+) -> None:
+    """The latency benchmark matches arrivals to relay writes by event id on the shared monotonic clock."""
+    seen: list[tuple[object, float]] = []
+    fake = FakeAPNs(
+        apns_key.private.public_key(),
+        apns_key.key_id,
+        apns_key.team_id,
+        tmp_path / "tls",
+        record=False,
+        on_request=lambda request: seen.append((request.payload.get("event_id"), request.received_at)),
+    )
+    await fake.start()
+    app_id = _app_id()
+    dispatcher = _dispatcher(app_id, apns_app(fake, apns_key, mode="alert"), dead_hook)
+    await dispatcher.start()
+    before = time.perf_counter()
+    try:
+        for n in range(3):
+            assert dispatcher.submit(_note(app_id, event_id=f"{n:064x}"), _device(app_id))
+        assert await dispatcher.idle(5)
+    finally:
+        await dispatcher.close()
+        await fake.stop()
+    assert sorted(event_id for event_id, _ in seen) == [f"{n:064x}" for n in range(3)]
+    assert all(before <= at <= time.perf_counter() for _, at in seen)
+    assert fake.requests == []

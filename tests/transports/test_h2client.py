@@ -10,6 +10,7 @@ import h2.settings
 import pytest
 
 from pushstr.transports.h2client import (
+    _WRITE_BATCH,
     ClientClosed,
     ConnectError,
     ConnectionLost,
@@ -136,6 +137,32 @@ async def test_concurrent_requests_share_one_connection_and_get_their_own_answer
         (200, f"/n/{n}", str(n)) for n in range(300)
     ]
     assert server.connections == 1
+
+
+async def test_requests_of_one_loop_turn_share_writes_after_the_first(
+    server: H2Server, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(server)
+    await client.request("GET", "/warm-up")
+    connection = client._connection
+    assert connection is not None and connection._transport is not None
+    transport = connection._transport
+    writes: list[int] = []
+    original = transport.write
+
+    def counting(data: bytes | bytearray | memoryview) -> None:
+        writes.append(len(data))
+        original(data)
+
+    transport.write = counting  # type: ignore[method-assign]
+    responses = await asyncio.gather(*(client.request("POST", f"/n/{n}", body=b"x" * 10) for n in range(20)))
+    transport.write = original  # type: ignore[method-assign]
+    assert [r.headers["x-path"] for r in responses] == [f"/n/{n}" for n in range(20)]
+    # The first request went out at once (the server can start on it), the other 19 in writes of at most
+    # _WRITE_BATCH (8): 8, 8, then the last 3 at the start of the next turn.
+    assert _WRITE_BATCH == 8
+    assert len(writes) == 4
+    assert writes[0] < writes[3] < min(writes[1], writes[2])
 
 
 async def test_body_larger_than_the_flow_control_window_is_sent_whole(

@@ -7,6 +7,7 @@ follow Apple's "Handling notification responses from APNs".
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,9 +62,12 @@ def aps_payload(rendered: Rendered) -> dict[str, Any]:
     return {"aps": aps, **rendered.data}
 
 
+_HEX_TOKEN = re.compile(r"[0-9a-fA-F]{1,200}")
+
+
 def _is_hex_token(token: str) -> bool:
     """APNs device tokens are hex; anything else would be spliced into the request path."""
-    return 0 < len(token) <= 200 and all(c in "0123456789abcdefABCDEF" for c in token)
+    return _HEX_TOKEN.fullmatch(token) is not None
 
 
 def _encoded_size(rendered: Rendered) -> int:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from pushstr.logutil import RateLimitedLog
 from pushstr.registry.model import Registration
 from pushstr.transports import metrics
@@ -76,7 +78,17 @@ class _LaneState:
         self.lane = lane
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=lane.queue_size)
         self.workers: list[asyncio.Task[None]] = []
+        # Label lookups take a lock and a dict lookup each; these are used on every push, so resolve them once.
         self.depth = metrics.QUEUE_DEPTH.labels(app)
+        self.send_seconds = metrics.SEND_SECONDS.labels(lane.transport.name)
+        self._outcomes: dict[str, Counter] = {}
+
+    def outcome(self, outcome: str) -> Counter:
+        """The `pushstr_push_outcomes_total` child of this lane for `outcome`."""
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = metrics.OUTCOMES.labels(self.app, self.lane.transport.name, outcome)
+        return child
 
 
 class Dispatcher:
@@ -188,9 +200,9 @@ class Dispatcher:
         except Exception as exc:  # a transport bug must not kill the worker; the attempt counts as failed
             _quiet.warning(f"send-error-{state.app}", "push via %s raised %s", transport.name, type(exc).__name__)
             result = SendResult.retry(f"error:{type(exc).__name__}")
-        metrics.SEND_SECONDS.labels(transport.name).observe(time.perf_counter() - started)
+        state.send_seconds.observe(time.perf_counter() - started)
         outcome = self._classify(job, result)
-        metrics.OUTCOMES.labels(state.app, transport.name, outcome).inc()
+        state.outcome(outcome).inc()
         if outcome == "retry":
             self._park(state, job, result.retry_after)
             return False
