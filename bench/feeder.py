@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import pickle
 import struct
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -90,7 +93,9 @@ class _Relay:
         return sent
 
 
-def _serve(feeds: dict[str, list[bytes]], rate: float | None, ready: Any, results: Any) -> None:
+def _serve(feed_file: str, rate: float | None, ready: Any, results: Any) -> None:
+    feeds: dict[str, list[bytes]] = pickle.loads(Path(feed_file).read_bytes())
+
     async def main() -> None:
         relay = _Relay(feeds, rate, results)
         async with serve(
@@ -107,10 +112,17 @@ class Feeder:
     """Handle on a feeder relay in a child process (`with Feeder(feeds) as feeder: feeder.url("/a")`)."""
 
     def __init__(self, feeds: dict[str, list[bytes]], rate: float | None = None) -> None:
+        # The feed (tens of MB) goes through a file: as a start-up argument, a child that dies while importing
+        # would leave the parent blocked writing to a pipe nobody reads.
+        self._feed_file = tempfile.NamedTemporaryFile(prefix="pushstr-feed-", suffix=".pickle")  # noqa: SIM115
+        self._feed_file.write(pickle.dumps(feeds))
+        self._feed_file.flush()
         context = multiprocessing.get_context("spawn")
         self._ready = context.Queue()
         self._results = context.Queue()
-        self._process = context.Process(target=_serve, args=(feeds, rate, self._ready, self._results), daemon=True)
+        self._process = context.Process(
+            target=_serve, args=(self._feed_file.name, rate, self._ready, self._results), daemon=True
+        )
         self._port = 0
 
     def __enter__(self) -> Feeder:
@@ -121,6 +133,7 @@ class Feeder:
     def __exit__(self, *_exc: object) -> None:
         self._process.kill()
         self._process.join(5)
+        self._feed_file.close()
 
     def url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self._port}{path}"

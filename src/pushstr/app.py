@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -96,6 +97,9 @@ class Service:
             asyncio.create_task(self._every(EXPIRE_INTERVAL, self._expire), name="expire-registrations"),
             asyncio.create_task(self._every(PRUNE_INTERVAL, self._prune), name="prune-pushed"),
         ]
+        # Everything alive now (imports, the registry index) lives as long as the process: taken out of the
+        # collector's view, a full collection walks only what came after, a few ms instead of 40-100 ms pauses.
+        gc.freeze()
         self.started = True
         log.info(
             "pushstr started: %d relays, transports %s", len(self.settings.nostr.relays), self.delivery.transport_names
