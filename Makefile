@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test lint typecheck pytest bench clean node-tools
+.PHONY: run test lint typecheck pytest bench clean node-tools h2load
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) node-tools
 	$(BIN)/pytest
+
+## Every benchmark (bench/run_all.py): writes bench/RESULTS.md and the README's table. Not part of `make test`.
+bench: $(STAMP) h2load
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/run_all.py
+
+## h2load (Debian's nghttp2-client) is the delivery benchmark's raw limit.
+h2load:
+	@command -v h2load >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client \
+		|| (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client)
 
 ## Node tools the tests run (a real Web Push server), exactly as pinned in package-lock.json.
 node-tools: node_modules/.installed
