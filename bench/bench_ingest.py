@@ -54,8 +54,8 @@ TARGET_RATE = 20_000
 TARGET_RATIO = 0.85
 REGISTERED = 5_000
 AUTHORS = 500
-DUPLICATE_SHARE = 0.2
-"""Share of the N frames that repeat an event the other connection also carries."""
+DUPLICATE_SHARE = 0.1
+"""Share of the N frames that are a second copy of an event (the other connection carries the first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +95,10 @@ def _make_events(seed: int, count: int, registered: list[str], strangers: list[s
 
 
 def build_feed(frames: int, workers: int = 2) -> Feed:
-    """N frames over two connections: (1 - DUPLICATE_SHARE)·N distinct events, the rest sent on both."""
+    """N frames over two connections: (1 - DUPLICATE_SHARE)·N distinct events, DUPLICATE_SHARE·N of them on both."""
     registered = [Keys.from_hex(f"{n + 1:064x}").public_hex for n in range(REGISTERED)]
     strangers = [Keys.from_hex(f"{n + 10**9:064x}").public_hex for n in range(REGISTERED)]
-    duplicates = int(frames * DUPLICATE_SHARE / 2)
+    duplicates = int(frames * DUPLICATE_SHARE)
     unique = frames - duplicates
     chunk = -(-unique // workers)
     jobs = [(seed, min(chunk, unique - seed * chunk), registered, strangers) for seed in range(workers)]
