@@ -27,9 +27,6 @@ logger = logging.getLogger(__name__)
 
 Listener = Callable[[], None]
 
-FREEZE_AFTER_LOADING = 50_000
-"""Registrations loaded from which `load` freezes them out of the garbage collector's generations (see there)."""
-
 
 class TooManyDevices(Exception):
     """A pubkey already has the maximum number of devices; the new one was not registered."""
@@ -68,12 +65,8 @@ class Registry:
 
         The cyclic garbage collector is paused while the rows stream in: a million new long-lived objects
         trigger full collections that rescan the growing heap again and again (a third of the load time), and
-        nothing the load allocates forms cycles that need collecting early. A large load then moves what it
-        built into the permanent generation (`gc.freeze`) before collection resumes: otherwise the index would
-        sit in the youngest generation and be walked by the next collection of each generation in turn, about
-        three passes of 0.7 s each over a million registrations, right after the start (a set of a million
-        pubkeys alone costs 80 ms per pass). The index is freed by reference counting when replaced; only cyclic
-        garbage already pending at that moment stays uncollected.
+        nothing the load allocates forms cycles that need collecting early. (`Service.start` keeps the collector
+        paused for the rest of the start too and then freezes what it built.)
         """
         started = time.monotonic()
         collecting = gc.isenabled()
@@ -83,11 +76,9 @@ class Registry:
             try:
                 async for batch in self._store.iter_registration_batches():
                     index.put_many(batch)
-                # The relay plan asks for these next; built now, their large sets are frozen with the rest.
+                # The relay plan asks for these next; built now, while the collector is paused.
                 index.interest()
                 index.group_interest()
-                if len(index) >= FREEZE_AFTER_LOADING:
-                    gc.freeze()
             finally:
                 if collecting:
                     gc.enable()
