@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pushstr.nostr.keys import Keys
 from tests.conftest import RelayHandle
 from tests.e2e.clients import gift_wrap, publish
-from tests.harness import RunningServer, make_settings
+from tests.harness import RunningServer, make_settings, wait_until
 
 SERVER = Keys.generate()
 TRADE = nostr_sdk.Keys.generate()
@@ -164,6 +164,9 @@ async def test_mostro_api_end_to_end(tmp_path: Path, local_relay: Any) -> None:
             first = gift_wrap(MOSTRO, TRADE, "order update")
             second = gift_wrap(MOSTRO, TRADE, "another update")
             await publish(relay.url, first)
+            # The trade key's subscription may reach the relay after both are stored, and a relay replays stored
+            # events newest created_at first (random for gift wraps): publish the second once the first is in.
+            await wait_until(lambda: first.id().to_hex() in server.service.seen)
             await publish(relay.url, second)
             pushes = await server.wait_for_pushes(1)
             push = pushes[0]
