@@ -29,11 +29,12 @@ import jwt  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 from bench.common import Row, grouped, write_report  # noqa: E402
-from pushstr.config import AppConfig  # noqa: E402
+from pushstr.config import ApnsAppConfig, parse_app  # noqa: E402
+from pushstr.delivery.dispatcher import Dispatcher, Lane  # noqa: E402
+from pushstr.delivery.render import Renderer  # noqa: E402
 from pushstr.registry.model import Platform, Registration  # noqa: E402
 from pushstr.transports.apns import ApnsTransport, aps_payload  # noqa: E402
 from pushstr.transports.base import Notification  # noqa: E402
-from pushstr.transports.dispatcher import Dispatcher, Lane, RetryPolicy  # noqa: E402
 from pushstr.transports.jwt_cache import ProviderTokens  # noqa: E402
 from tests.fakes import APNS_TOPIC, make_apns_key  # noqa: E402
 from tests.fakes.apns import FakeAPNs  # noqa: E402
@@ -84,17 +85,15 @@ def run_h2load(url: str, token: str, body_file: Path, pushes: int, streams: int)
     return {"pushes_per_second": rate, "succeeded": succeeded, "2xx": int(codes.group(1)) if codes else None}
 
 
-async def run_pushstr(app: AppConfig, pushes: int) -> dict[str, Any]:
+async def run_pushstr(app: ApnsAppConfig, pushes: int) -> dict[str, Any]:
     ok = 0
 
     async def never(_device: Registration, _stamp: float | None) -> None:
         return None
 
     transport = ApnsTransport("bench", app, tokens=ProviderTokens())
-    retry = RetryPolicy(max_attempts=1)
-    dispatcher = Dispatcher(
-        {"bench": Lane(transport, queue_size=pushes, concurrency=app.concurrency, retry=retry)}, never
-    )
+    lane_app = app.model_copy(update={"queue_size": pushes, "max_attempts": 1})
+    dispatcher = Dispatcher({"bench": Lane(transport, Renderer(lane_app))}, never)
     await dispatcher.start()
     device = Registration("a" * 64, DEVICE_TOKEN, Platform.IOS, "bench")
     notes = [Notification(f"{n:064x}", 1059, "a" * 64, None, 1, "bench") for n in range(pushes)]
@@ -134,7 +133,7 @@ def main() -> None:
         server.start()
         try:
             url, ca_file = ready.get(timeout=30)
-            app = AppConfig.model_validate(
+            app = parse_app(
                 {
                     "transport": "apns",
                     "base_url": url,
@@ -177,7 +176,7 @@ def main() -> None:
 
 def aps_payload_silent() -> dict[str, Any]:
     """The same body the dispatcher sends for a silent push, so both clients move the same bytes."""
-    from pushstr.engine.render import Rendered
+    from pushstr.delivery.render import Rendered
 
     return aps_payload(Rendered("silent", data={"count": "1"}))
 

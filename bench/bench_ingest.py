@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Row, grouped, write_report
 from bench.feeder import Feeder
-from pushstr.config import AppConfig, NostrConfig
+from pushstr.config import NostrConfig, parse_app
 from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import PushedLog, SeenIds
 from pushstr.engine.pipeline import Pipeline
@@ -151,7 +151,7 @@ async def run_pushstr(urls: list[str], total: int, registry: Registry, profile: 
     """One round through a fresh pool, admission and pipeline; timed from the first frame to the last event."""
     sink = CountingSink()
     admission = Admission(AdmissionLimits(64 * 1024, 3 * 24 * 3600), SeenIds(200_000))
-    app = AppConfig.model_validate({"transport": "log"})
+    app = parse_app({"transport": "log"})
 
     async def forget(_batch: object) -> None:
         return None

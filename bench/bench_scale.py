@@ -125,9 +125,9 @@ def _rows(rng: random.Random, total: int, groups: list[str]) -> Iterator[tuple[A
             index = emitted
             emitted += 1
             platform = platforms[index]
-            p_key = p_auth = device_pubkey = extra = mode = None
+            p_key = p_auth = device_pubkey = followed_groups = mode = None
             kinds = kind_sets[index]
-            dialect = "http"
+            dialect = "http-nip98"
             app = apps[platform][index % 1024]
             if platform == "ios":
                 token = rng.randbytes(32).hex()
@@ -137,7 +137,7 @@ def _rows(rng: random.Random, total: int, groups: list[str]) -> Iterator[tuple[A
                     dialect, app = "push-settings", "0xchat"
                     if rng.random() < GROUP_FOLLOWER_SHARE:
                         followed = rng.sample(groups, rng.randint(1, 3))
-                        extra = orjson.dumps({"groups": " ".join(followed)}).decode()
+                        followed_groups = " ".join(followed)
                         kinds = GROUP_KINDS
             elif platform == "unifiedpush":
                 token = f"https://ntfy.sh/up{b64(rng.randbytes(9)).decode()}?up=1"
@@ -165,7 +165,9 @@ def _rows(rng: random.Random, total: int, groups: list[str]) -> Iterator[tuple[A
                 p_key,
                 p_auth,
                 device_pubkey,
-                extra,
+                followed_groups,
+                None,  # authors
+                None,  # relays
             )
 
 
@@ -189,7 +191,7 @@ def build_database(path: Path, total: int, seed: int) -> Dataset:
         statement.strip()
         for step in MIGRATIONS
         for statement in step.statements
-        if re.match(r"\s*CREATE INDEX \w+ ON registrations\b", statement)
+        if isinstance(statement, str) and re.match(r"\s*CREATE INDEX \w+ ON registrations\b", statement)
     ]
     conn = sqlite3.connect(path, isolation_level=None)
     collecting = gc.isenabled()

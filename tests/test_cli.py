@@ -70,3 +70,21 @@ def test_keygen_and_info(tmp_path: Path) -> None:
     first, second = orjson.loads(info.stdout), orjson.loads(again.stdout)
     assert first["npub"].startswith("npub1")
     assert first["pubkey"] == second["pubkey"]  # the generated key is kept
+
+
+def test_missing_credential_stops_serve_with_exit_2_and_no_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "pushstr.toml"
+    config.write_text('[apps.default]\ntransport = "apns"\nkey_id = "K1"\nteam_id = "T1"\ntopic = "org.example.app"\n')
+    env = _env(tmp_path, free_port())
+    result = subprocess.run(
+        [*PUSHSTR, "serve", "--config", str(config)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid configuration: apps.default.key_file: required for apns" in result.stderr
+    assert "Traceback" not in result.stderr

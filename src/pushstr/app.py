@@ -1,7 +1,10 @@
 """Composition root: builds the components from the settings, starts them in order and stops them in reverse.
 
-Start: store (schema migrated) → registry index rebuilt → pushed-ids seeded → delivery → relay pool.
-Stop: relay pool (no new events) → pushed ids flushed → delivery drained → store closed.
+Start: store (schema migrated) → registry index rebuilt → dialects → pushed-ids seeded → delivery → relay pool.
+Stop: dialects → relay pool (no new events) → pushed ids flushed → delivery drained → store closed.
+
+Every dialect is wired by the same loop (`DIALECTS`): its kind handlers go to the pipeline, its relay filters
+into the subscription plan, its router into the HTTP app (`api.app`).
 """
 
 from __future__ import annotations
@@ -12,26 +15,29 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from pushstr.config import Settings
-from pushstr.dialects.push_settings import install_push_settings
+from pushstr.delivery.stage import Delivery, build_delivery
+from pushstr.dialects import http_nip98, mostro, push_settings
+from pushstr.dialects.base import Dialect, DialectBuilder, DialectContext
 from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import PushedLog, SeenIds
 from pushstr.engine.pipeline import Pipeline
 from pushstr.engine.presence import Presence
-from pushstr.engine.profiles import METADATA_KIND, ProfileWatch
-from pushstr.engine.render import MemoryProfileCache
+from pushstr.engine.profiles import MemoryProfileCache, ProfileWatch
 from pushstr.identity import load_server_keys
 from pushstr.nostr.keys import Keys
+from pushstr.nostr.kinds import Kind
 from pushstr.registry.service import Registry
+from pushstr.registry.storage import Store
 from pushstr.relays.planner import Interest
 from pushstr.relays.pool import RelayPool
 from pushstr.store import open_store
-from pushstr.store.base import Store
-from pushstr.transports.delivery import Delivery, build_delivery
 
 log = logging.getLogger(__name__)
+
+#: Every registration protocol pushstr speaks; adding one is a module with `build(context)` and a line here.
+DIALECTS: tuple[DialectBuilder, ...] = (http_nip98.build, push_settings.build, mostro.build)
 
 FLUSH_INTERVAL = 1.0
 EXPIRE_INTERVAL = 30.0
@@ -62,10 +68,22 @@ class Service:
             policy=self.presence.allows,
             alert_sender=self.profile_watch.want,
         )
-        self.pipeline.add_kind_handler(METADATA_KIND, self.profile_watch.on_metadata)
+        self.pipeline.add_kind_handler(Kind.METADATA, self.profile_watch.on_metadata)
         self.pool = RelayPool(settings.nostr.relays, self.keys, self.pipeline.on_relay_event, settings.nostr)
-        self.extra_filters: list[dict[str, Any]] = []
-        self.push_settings = install_push_settings(self) if settings.dialects.push_settings.enabled else None
+        context = DialectContext(
+            settings,
+            self.keys,
+            self.registry,
+            self.delivery,
+            self.presence,
+            add_relay=self.pool.add_relay,
+            remove_relay=self.pool.remove_relay,
+        )
+        self.dialects: list[Dialect] = [dialect for build in DIALECTS if (dialect := build(context)) is not None]
+        for dialect in self.dialects:
+            for kind, handler in dialect.kind_handlers().items():
+                self.pipeline.add_kind_handler(kind, handler)
+        self._dialect_filters = tuple(f for dialect in self.dialects for f in dialect.relay_filters())
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Callable[[], None] | None = None
@@ -75,7 +93,7 @@ class Service:
             Interest(
                 p=self.registry.interest(),
                 e=self.registry.group_interest(),
-                extra=(*self.extra_filters, *self.profile_watch.filters()),
+                extra=(*self._dialect_filters, *self.profile_watch.filters()),
             )
         )
 
@@ -92,9 +110,8 @@ class Service:
             self.settings.server.data_dir.mkdir(parents=True, exist_ok=True)
             await self.store.open()
             await self.registry.load()
-            if self.push_settings is not None:
-                self.push_settings.restore()
-                await self.push_settings.start()
+            for dialect in self.dialects:
+                await dialect.start()
             horizon = int(time.time()) - self.settings.nostr.max_event_age_seconds
             self.seen.update(await self.store.pushed_since(horizon))
             await self.delivery.start()
@@ -112,8 +129,12 @@ class Service:
                 gc.enable()
         self.started = True
         log.info(
-            "pushstr started: %d relays, transports %s", len(self.settings.nostr.relays), self.delivery.transport_names
+            "pushstr started: %d relays, transports %s, dialects %s",
+            len(self.settings.nostr.relays),
+            self.delivery.transport_names,
+            [dialect.name for dialect in self.dialects],
         )
+        log.info("apps by platform: %s", self.settings.routing_summary())
 
     async def stop(self) -> None:
         self.started = False
@@ -126,8 +147,8 @@ class Service:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self.push_settings is not None:
-            await self.push_settings.stop()
+        for dialect in reversed(self.dialects):
+            await dialect.stop()
         await self.pool.close()
         await self.pushed.flush()
         await self.delivery.close()

@@ -20,6 +20,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Settings first: a configuration mistake is reported before anything heavy is imported or started.
+    settings = _settings(args)
     import uvicorn
 
     class GracefulServer(uvicorn.Server):
@@ -32,7 +34,6 @@ def _serve(args: argparse.Namespace) -> int:
     from pushstr.api.app import create_app
     from pushstr.app import Service
 
-    settings = _settings(args)
     service = Service(settings)
     app = create_app(service)
     config = uvicorn.Config(
@@ -75,6 +76,7 @@ def _info(args: argparse.Namespace) -> int:
         "store": settings.store_url.split("://", 1)[0],
         "relays": settings.nostr.relays,
         "apps": {name: app.transport for name, app in settings.apps.items()},
+        "platform_apps": settings.platform_apps,
     }
     sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0

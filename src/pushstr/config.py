@@ -3,6 +3,9 @@
 Every section forbids unknown keys, so a typo stops the start with a message naming the key instead of being
 silently ignored. Environment overrides nest with `__` (`PUSHSTR_SERVER__PORT=9000`); their values are read as
 TOML literals when they parse as one (numbers, booleans, arrays) and as plain strings otherwise.
+
+The models are also the configuration reference: every default is stated here once, every field has a
+`description`, and `pushstr.config_reference` renders the README tables from them.
 """
 
 from __future__ import annotations
@@ -11,12 +14,26 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from pushstr.registry.model import Mode
 
 ENV_PREFIX = "PUSHSTR_"
 DEFAULT_CONFIG_FILE = Path("pushstr.toml")
+STORE_FILE_NAME = "pushstr.sqlite3"
 
 DEFAULT_RELAYS = [
     "wss://relay.damus.io",
@@ -35,27 +52,34 @@ class _Section(BaseModel):
 
 
 class ServerConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    data_dir: Path = Path("./data")
-    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest HTTP request body accepted")
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8080, ge=0, le=65535, description="listen port (HTTP API and the built-in relay endpoint)")
+    data_dir: Path = Field(Path("./data"), description="where the SQLite file, the server key and the VAPID key live")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="larger HTTP request bodies get 413")
     public_url: str | None = Field(
-        None, description="absolute base URL clients sign in NIP-98 `u` tags when behind a proxy"
+        None, description="the absolute base URL clients sign in NIP-98 `u` tags, when pushstr runs behind a proxy"
     )
 
 
 class NostrConfig(_Section):
-    relays: list[str] = Field(default_factory=lambda: list(DEFAULT_RELAYS))
-    secret_key: str | None = None
-    secret_key_file: Path | None = None
-    max_event_bytes: int = Field(64 * 1024, ge=1024)
+    relays: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RELAYS), description="relays to watch (`ws://` or `wss://`)"
+    )
+    secret_key: str | None = Field(None, description="server key, 64-hex or `nsec1…`")
+    secret_key_file: Path | None = Field(
+        None,
+        description="file holding the server key; if neither is set, `<data_dir>/server.key` is generated (0600)",
+    )
+    max_event_bytes: int = Field(64 * 1024, ge=1024, description="larger events are refused")
     max_event_age_seconds: int = Field(3 * 24 * 3600, ge=60, description="older events are not pushed")
-    since_window_seconds: int = Field(3600, ge=0, description="catch-up window on (re)subscribe")
-    giftwrap_since_window_seconds: int = Field(3 * 24 * 3600, ge=0, description="kind 1059 is backdated")
-    filter_chunk_size: int = Field(500, ge=1, le=10000)
-    reconnect_min_seconds: float = Field(1.0, gt=0)
-    reconnect_max_seconds: float = Field(300.0, gt=0)
-    connect_timeout_seconds: float = Field(10.0, gt=0)
+    since_window_seconds: int = Field(3600, ge=0, description="catch-up window for ordinary kinds on (re)subscribe")
+    giftwrap_since_window_seconds: int = Field(
+        3 * 24 * 3600, ge=0, description="catch-up window for kind 1059 (backdated timestamps)"
+    )
+    filter_chunk_size: int = Field(500, ge=1, le=10000, description="pubkeys per filter")
+    reconnect_min_seconds: float = Field(1.0, gt=0, description="first relay reconnect delay (exponential, jittered)")
+    reconnect_max_seconds: float = Field(300.0, gt=0, description="longest relay reconnect delay")
+    connect_timeout_seconds: float = Field(10.0, gt=0, description="relay connect timeout")
     dedupe_memory: int = Field(200_000, ge=1000, description="event ids remembered in memory")
 
     @field_validator("relays")
@@ -68,55 +92,62 @@ class NostrConfig(_Section):
 
 
 class StoreConfig(_Section):
-    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite file in the data dir")
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; `postgresql+asyncpg://user@host/db` for PostgreSQL",
+        # The real default depends on `server.data_dir` (see `Settings.store_url`); this is how the reference shows it.
+        json_schema_extra={"readable_default": f"sqlite+aiosqlite:///<data_dir>/{STORE_FILE_NAME}"},
+    )
 
 
 class LogTransportConfig(_Section):
-    path: str = "-"
+    path: str = Field("-", description="where the log transport writes (`-` = stdout)")
 
 
 class TransportsConfig(_Section):
-    log: LogTransportConfig = LogTransportConfig()
+    log: LogTransportConfig = Field(LogTransportConfig(), description="the `log` transport")
 
 
 class EndpointConfig(_Section):
     """The built-in relay endpoint (`/` WebSocket)."""
 
-    enabled: bool = True
-    max_message_bytes: int = Field(128 * 1024, ge=1024)
-    events_per_minute: int = Field(600, ge=1, description="per connection")
-    max_connections: int = Field(1000, ge=1)
+    enabled: bool = Field(True, description='accept `["EVENT", …]` on `ws://host:port/`')
+    max_message_bytes: int = Field(128 * 1024, ge=1024, description="larger messages get a NOTICE")
+    events_per_minute: int = Field(600, ge=1, description='per connection; over it `OK false "rate-limited: …"`')
+    max_connections: int = Field(1000, ge=1, description="concurrent endpoint connections")
 
 
 class RegistrationConfig(_Section):
-    default_kinds: list[int] = Field(default_factory=lambda: [4, 1059, 1, 9735])
-    max_devices_per_pubkey: int = Field(20, ge=1)
-    nip98_window_seconds: int = Field(60, ge=1)
+    default_kinds: list[int] = Field(
+        default_factory=lambda: [4, 1059, 1, 9735], description="kinds a device gets when it names none"
+    )
+    max_devices_per_pubkey: int = Field(20, ge=1, description="more get 409")
+    nip98_window_seconds: int = Field(60, ge=1, description="accepted clock skew of NIP-98 tokens")
 
 
 class AppConfig(_Section):
-    """One app pushstr pushes for: which push service, its credentials, and how payloads look."""
+    """What every app has, whichever push service it uses: how payloads look, batching and delivery limits.
 
-    transport: Literal["apns", "fcm", "webpush", "log"] = "log"
-    base_url: str | None = None
-    mode: Literal["silent", "alert", "alert+event", "encrypted"] = "silent"
-    # APNs
-    key_file: Path | None = None
-    key_id: str | None = None
-    team_id: str | None = None
-    topic: str | None = None
-    environment: Literal["production", "sandbox"] = "production"
-    # FCM
-    service_account_file: Path | None = None
-    # Web Push / UnifiedPush
-    vapid_subject: str | None = None
-    allowed_hosts: list[str] = Field(default_factory=list)
-    allow_plaintext: bool = False
+    The concrete app sections below add their transport's credentials; `transport` picks one (a discriminated
+    union), so a missing credential is a configuration error naming the key, found before anything starts.
+    """
+
+    transport: str = Field(
+        "log", description="the push service: `apns`, `fcm`, `webpush` (Web Push, UnifiedPush) or `log`"
+    )
+    base_url: str | None = Field(
+        None, description="point the transport elsewhere (a test server, a proxy); unset: the provider's"
+    )
+    mode: Mode = Field(Mode.SILENT, description="payload mode; a registration may override it")
     ca_file: Path | None = Field(None, description="extra CA bundle to trust for this app's push service")
     # payload and batching
-    preview_length: int = Field(0, ge=0, le=1000)
-    batch_window_seconds: float = Field(0.0, ge=0)
-    cooldown_seconds: float = Field(0.0, ge=0)
+    preview_length: int = Field(
+        0, ge=0, le=1000, description="characters of a mention shown in `alert` mode (0 = none)"
+    )
+    batch_window_seconds: float = Field(
+        0.0, ge=0, description="coalesce pushes per device within this window (0 = off)"
+    )
+    cooldown_seconds: float = Field(0.0, ge=0, description="after a push, hold further pushes to that device this long")
     ttl_seconds: int = Field(86400, ge=0, le=28 * 86400, description="how long the push service keeps a push")
     urgency: Literal["very-low", "low", "normal", "high"] = Field("high", description="Web Push `Urgency`")
     # delivery
@@ -124,42 +155,119 @@ class AppConfig(_Section):
     concurrency: int = Field(64, ge=1, le=10_000, description="requests in flight to the push service")
     timeout_seconds: float = Field(10.0, gt=0, description="one request to the push service")
     max_attempts: int = Field(5, ge=1, le=100, description="tries per push before giving up")
-    backoff_base_seconds: float = Field(1.0, gt=0)
-    backoff_max_seconds: float = Field(300.0, gt=0)
+    backoff_base_seconds: float = Field(1.0, gt=0, description="first retry delay (doubles per attempt)")
+    backoff_max_seconds: float = Field(300.0, gt=0, description="longest retry delay")
+
+
+class LogAppConfig(AppConfig):
+    """Every push becomes a JSON line (`transports.log.path`): what a fresh install uses."""
+
+    transport: Literal["log"] = "log"
+
+
+class ApnsAppConfig(AppConfig):
+    """Apple Push Notification service with token (`.p8` key) authentication."""
+
+    transport: Literal["apns"]
+    key_file: Path = Field(description="the `.p8` signing key from Apple's developer portal")
+    key_id: str = Field(min_length=1, description="the key's id")
+    team_id: str = Field(min_length=1, description="the Apple developer team id")
+    topic: str = Field(min_length=1, description="the app's bundle id")
+    environment: Literal["production", "sandbox"] = Field("production", description="which APNs servers")
+
+
+class FcmAppConfig(AppConfig):
+    """Firebase Cloud Messaging, HTTP v1 API."""
+
+    transport: Literal["fcm"]
+    service_account_file: Path = Field(description="service-account JSON key (its `token_uri` is honoured)")
+
+
+class WebPushAppConfig(AppConfig):
+    """Web Push and UnifiedPush endpoints (RFC 8030 / 8291 / 8292)."""
+
+    transport: Literal["webpush"]
+    vapid_subject: str = Field(description="VAPID contact, a `mailto:` or `https:` URL")
+    allowed_hosts: list[str] = Field(default_factory=list, description="endpoint hosts exempt from the address check")
+    allow_plaintext: bool = Field(False, description="push keyless UnifiedPush endpoints in plaintext")
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _contact_url(cls, subject: str) -> str:
+        """RFC 8292 asks for a contact push services can use; a bare string is a mistake, said in those words."""
+        if not subject.startswith(("mailto:", "https://")):
+            raise ValueError(f"must be a mailto: or https:// URL: {subject!r}")
+        return subject
+
+
+# Each transport's config class, by the `transport` value that selects it.
+APP_CONFIGS: dict[str, type[AppConfig]] = {
+    "log": LogAppConfig,
+    "apns": ApnsAppConfig,
+    "fcm": FcmAppConfig,
+    "webpush": WebPushAppConfig,
+}
+
+
+def _transport_of(app: Any) -> Any:
+    """The union tag of one app section; `log` when it names no transport, as `AppConfig.transport` says."""
+    if isinstance(app, Mapping):
+        return app.get("transport", "log")
+    return getattr(app, "transport", None)
+
+
+AnyAppConfig = Annotated[
+    Annotated[LogAppConfig, Tag("log")]
+    | Annotated[ApnsAppConfig, Tag("apns")]
+    | Annotated[FcmAppConfig, Tag("fcm")]
+    | Annotated[WebPushAppConfig, Tag("webpush")],
+    Discriminator(_transport_of),
+]
+_APP_ADAPTER: TypeAdapter[AnyAppConfig] = TypeAdapter(AnyAppConfig)
+
+
+def parse_app(data: Mapping[str, Any]) -> LogAppConfig | ApnsAppConfig | FcmAppConfig | WebPushAppConfig:
+    """One `[apps.<id>]` section as its transport's config class (ValidationError when it is not valid)."""
+    return _APP_ADAPTER.validate_python(dict(data))
 
 
 class PushSettingsDialectConfig(_Section):
     """Kind 22456 push settings (0xchat's draft NIP): registrations and presence sent as encrypted events."""
 
-    enabled: bool = True
-    app: str | None = Field(None, description="the app these devices get; default: their platform's app")
+    enabled: bool = Field(True, description="subscribe to and handle kind 22456")
+    app: str | None = Field(None, description="the app these devices get; unset: their platform's app")
     heartbeat_timeout_seconds: float = Field(
         150.0, gt=0, description="a device with no heartbeat for this long is offline (0xchat beats every 60 s)"
     )
     stale_after_seconds: int = Field(600, ge=1, description="settings and logouts older than this are ignored")
-    max_relays_per_device: int = Field(8, ge=0, le=100)
-    max_relays: int = Field(100, ge=0, description="relays added on behalf of devices, in total")
+    max_relays_per_device: int = Field(8, ge=0, le=100, description="relays watched on behalf of one device")
+    max_relays: int = Field(100, ge=0, description="relays watched on behalf of devices, in total")
     allow_private_relays: bool = Field(False, description="accept loopback/private relay addresses from devices")
-    max_groups_per_device: int = Field(500, ge=0, le=10_000)
-    max_authors_per_device: int = Field(1000, ge=0, le=10_000)
+    max_groups_per_device: int = Field(
+        500, ge=0, le=10_000, description="`#e` ids per device (a longer list refuses the settings)"
+    )
+    max_authors_per_device: int = Field(
+        1000, ge=0, le=10_000, description="`authors` per device (a longer list refuses the settings)"
+    )
 
 
 class MostroDialectConfig(_Section):
     """The Mostro push API (`/api/*`), wire-compatible with MostroP2P/mostro-push-server."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="serve `/api/*`")
     app: str = Field("mostro", description="the app Mostro devices get; added (log transport) when not configured")
     privacy_mode: bool = Field(True, description="tokens in memory only, with a TTL; silent pushes")
-    token_ttl_seconds: int = Field(48 * 3600, ge=60)
+    token_ttl_seconds: int = Field(48 * 3600, ge=60, description="lifetime of a registration in privacy mode")
     trusted_instances: list[str] = Field(
-        default_factory=list, description="Mostro instance pubkeys (64 hex) allowed to register; empty = any"
+        default_factory=list,
+        description="Mostro instance pubkeys (64 hex) allowed to register (`mostro_pubkey`); empty = any",
     )
-    notify_per_pubkey_per_minute: float = Field(30, gt=0)
-    notify_per_pubkey_burst: int = Field(10, ge=1)
-    notify_per_ip_per_minute: float = Field(120, gt=0)
-    notify_per_ip_burst: int = Field(30, ge=1)
-    register_per_ip_per_minute: float = Field(120, gt=0)
-    register_per_ip_burst: int = Field(100, ge=1)
+    notify_per_pubkey_per_minute: float = Field(30, gt=0, description="`/api/notify` rate per trade pubkey")
+    notify_per_pubkey_burst: int = Field(10, ge=1, description="`/api/notify` burst per trade pubkey")
+    notify_per_ip_per_minute: float = Field(120, gt=0, description="`/api/notify` rate per client IP")
+    notify_per_ip_burst: int = Field(30, ge=1, description="`/api/notify` burst per client IP")
+    register_per_ip_per_minute: float = Field(120, gt=0, description="register and unregister rate per client IP")
+    register_per_ip_burst: int = Field(100, ge=1, description="register and unregister burst per client IP")
 
     @field_validator("trusted_instances")
     @classmethod
@@ -175,33 +283,66 @@ MOSTRO_APP_DEFAULTS: dict[str, Any] = {"batch_window_seconds": 5.0, "cooldown_se
 
 
 class DialectsConfig(_Section):
-    push_settings: PushSettingsDialectConfig = PushSettingsDialectConfig()
-    mostro: MostroDialectConfig = MostroDialectConfig()
+    push_settings: PushSettingsDialectConfig = Field(
+        PushSettingsDialectConfig(), description="kind 22456 push settings"
+    )
+    mostro: MostroDialectConfig = Field(MostroDialectConfig(), description="the Mostro push API")
 
 
-def _default_apps() -> dict[str, AppConfig]:
-    return {"default": AppConfig()}
+DEFAULT_APP = "default"
+
+
+def _default_apps() -> dict[str, AnyAppConfig]:
+    return {DEFAULT_APP: LogAppConfig()}
 
 
 PlatformName = Literal["ios", "android", "unifiedpush", "webpush"]
 
+# The transports that can reach a platform's devices, the most specific first: an iOS device goes to the APNs app
+# rather than to an FCM one when both exist.
+PLATFORM_TRANSPORTS: dict[PlatformName, tuple[str, ...]] = {
+    "ios": ("apns", "fcm"),
+    "android": ("fcm",),
+    "unifiedpush": ("webpush",),
+    "webpush": ("webpush",),
+}
 
-def _default_platform_apps() -> dict[PlatformName, str]:
-    return {"ios": "default", "android": "default", "unifiedpush": "default", "webpush": "default"}
+
+def _dedicated_mostro_app(data: Mapping[str, Any]) -> Any:
+    """The app id the Mostro dialect reserves in raw settings data, or None when the dialect is off."""
+    dialects = data.get("dialects")
+    mostro = dialects.get("mostro") if isinstance(dialects, Mapping) else None
+    mostro = mostro if isinstance(mostro, Mapping) else {}
+    if mostro.get("enabled", True) is False:
+        return None
+    return mostro.get("app", MostroDialectConfig.model_fields["app"].default)
+
+
+def _platform_app(apps: Mapping[str, Any], transports: tuple[str, ...], reserved: Any) -> str:
+    """The app a platform gets when `platform_apps` does not name one (see `Settings._platform_apps`)."""
+    if DEFAULT_APP in apps:
+        return DEFAULT_APP
+    for transport in transports:
+        serving = [app_id for app_id, app in apps.items() if app_id != reserved and _transport_of(app) == transport]
+        if serving:
+            return serving[0] if len(serving) == 1 else DEFAULT_APP
+    return DEFAULT_APP
 
 
 class Settings(_Section):
-    server: ServerConfig = ServerConfig()
-    nostr: NostrConfig = NostrConfig()
-    store: StoreConfig = StoreConfig()
-    transports: TransportsConfig = TransportsConfig()
-    endpoint: EndpointConfig = EndpointConfig()
-    registration: RegistrationConfig = RegistrationConfig()
-    apps: dict[str, AppConfig] = Field(default_factory=_default_apps)
-    platform_apps: dict[PlatformName, str] = Field(
-        default_factory=_default_platform_apps, description="the app a registration gets when it names none"
+    server: ServerConfig = Field(ServerConfig(), description="the HTTP server and local data")
+    nostr: NostrConfig = Field(NostrConfig(), description="relays and the server's Nostr key")
+    store: StoreConfig = Field(StoreConfig(), description="where registrations are kept")
+    transports: TransportsConfig = Field(TransportsConfig(), description="settings shared by all apps of a transport")
+    endpoint: EndpointConfig = Field(EndpointConfig(), description="the built-in relay endpoint")
+    registration: RegistrationConfig = Field(RegistrationConfig(), description="device registrations")
+    apps: dict[str, AnyAppConfig] = Field(
+        default_factory=_default_apps, description="the apps pushstr pushes for, by id"
     )
-    dialects: DialectsConfig = DialectsConfig()
+    platform_apps: dict[PlatformName, str] = Field(
+        default_factory=dict, description="the app a registration of that platform gets when it names none"
+    )
+    dialects: DialectsConfig = Field(DialectsConfig(), description="the registration protocols besides HTTP")
 
     @model_validator(mode="before")
     @classmethod
@@ -209,29 +350,76 @@ class Settings(_Section):
         """Give the Mostro dialect its dedicated app, with Mostro's batching unless the operator set other values."""
         if not isinstance(data, dict):
             return data
-        dialects = data.get("dialects")
-        mostro = dialects.get("mostro") if isinstance(dialects, dict) else None
-        mostro = mostro if isinstance(mostro, dict) else {}
-        if mostro.get("enabled", True) is False:
+        app_id = _dedicated_mostro_app(data)
+        if not isinstance(app_id, str):
             return data
-        app_id = mostro.get("app", "mostro")
         configured = data.get("apps")
         apps: dict[str, Any] = dict(configured) if isinstance(configured, dict) else dict(_default_apps())
         current: Any = apps.get(app_id, {})
-        if isinstance(app_id, str) and isinstance(current, dict):
+        if isinstance(current, dict):
             apps[app_id] = {**MOSTRO_APP_DEFAULTS, **current}
         return {**data, "apps": apps}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_apps(cls, data: Any) -> Any:
+        """Map every platform `platform_apps` leaves out, so that declaring an app never breaks the defaults.
+
+        A platform gets the app named `default`; else the one app of the first transport in
+        `PLATFORM_TRANSPORTS` that any app uses (the Mostro dialect's dedicated app excluded); else, when there is
+        none or more than one, an implicit `default` log app, added here. Several apps of one transport are
+        reachable by naming them in a registration, so that case is no error; `routing_summary` shows the result.
+        """
+        if not isinstance(data, dict):
+            return data
+        given = data.get("platform_apps", {})
+        configured = data.get("apps")
+        if not isinstance(given, Mapping) or not isinstance(configured, Mapping | None):
+            return data  # field validation names the mistake
+        apps: dict[str, Any] = dict(_default_apps() if configured is None else configured)
+        reserved = _dedicated_mostro_app(data)
+        derived = {
+            platform: _platform_app(apps, transports, reserved)
+            for platform, transports in PLATFORM_TRANSPORTS.items()
+            if platform not in given
+        }
+        if DEFAULT_APP in derived.values():
+            apps.setdefault(DEFAULT_APP, LogAppConfig())
+        in_order = {
+            platform: given[platform] if platform in given else derived[platform] for platform in PLATFORM_TRANSPORTS
+        }
+        return {**data, "apps": apps, "platform_apps": {**in_order, **given}}
+
+    @model_validator(mode="after")
+    def _named_apps_exist(self) -> Self:
+        """Every app the settings name is configured: an unknown one stops the start, not the first registration."""
+        for platform, app_id in self.platform_apps.items():
+            self._require_app(f"platform_apps.{platform}", app_id)
+        if self.dialects.push_settings.app is not None:
+            self._require_app("dialects.push_settings.app", self.dialects.push_settings.app)
+        return self
+
+    def _require_app(self, key: str, app_id: str) -> None:
+        if self.app_for(platform="", app=app_id) is None:  # an app named outright does not depend on the platform
+            # The error's location would be the whole model; `_describe` reads the key from the context.
+            raise PydanticCustomError("unknown_app", "no app {app} in [apps]", {"key": key, "app": repr(app_id)})
 
     @property
     def store_url(self) -> str:
         if self.store.url:
             return self.store.url
-        return f"sqlite+aiosqlite:///{self.server.data_dir / 'pushstr.sqlite3'}"
+        return f"sqlite+aiosqlite:///{self.server.data_dir / STORE_FILE_NAME}"
 
     def app_for(self, platform: str, app: str | None) -> str | None:
         """The configured app id a registration belongs to, or None when `app` is unknown."""
         chosen = app or self.platform_apps.get(platform)  # type: ignore[call-overload]
         return chosen if chosen in self.apps else None
+
+    def routing_summary(self) -> str:
+        """Which app each platform's registrations get when they name none: the derived mapping, for the start log."""
+        return ", ".join(
+            f"{platform} → {app_id} ({self.apps[app_id].transport})" for platform, app_id in self.platform_apps.items()
+        )
 
 
 def _env_value(raw: str) -> Any:
@@ -267,17 +455,69 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _explain(error: ErrorDetails) -> str:
+    """`<dotted.key>: <reason>` in the terms of the config file rather than of pydantic's models."""
+    loc = [str(part) for part in error["loc"] if part != "[key]"]
+    ctx = error.get("ctx", {})
+    kind = error["type"]
+    # Inside `[apps.<id>]` pydantic puts the union tag (the transport) after the id; the user never wrote it.
+    transport = loc.pop(2) if len(loc) > 2 and loc[0] == "apps" else None
+    if kind == "extra_forbidden":
+        reason = f"unknown key for transport {transport}" if transport else "unknown key"
+    elif kind == "missing":
+        reason = f"required for {transport}" if transport else "required"
+    elif kind == "union_tag_invalid":
+        loc.append("transport")
+        reason = f"unknown transport {ctx['tag']!r}; expected one of {', '.join(APP_CONFIGS)}"
+    elif kind == "union_tag_not_found":
+        reason = "must be a table naming its transport"
+    elif kind == "unknown_app":
+        loc = [ctx["key"]]
+        reason = error["msg"]
+    elif kind == "value_error":
+        reason = str(ctx["error"])
+    else:
+        reason = error["msg"]
+    return f"{'.'.join(loc)}: {reason}"
+
+
 def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"{key}: {message}")
-    return "invalid configuration: " + "; ".join(lines)
+    return "invalid configuration: " + "; ".join(_explain(item) for item in error.errors())
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why `path` cannot be read, or None when it can: opening it is the one check that does not lie."""
+    try:
+        with path.open("rb"):
+            return None
+    except FileNotFoundError:
+        return f"no such file: {path}"
+    except IsADirectoryError:
+        return f"not a file: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+
+
+def _check_files(settings: Settings) -> None:
+    """Every file an app names (keys, service accounts, CA bundles) can be read, so a wrong path stops the start.
+
+    Their contents are checked where they are used, when the transports are built.
+    """
+    problems = [
+        f"apps.{app_id}.{name}: {problem}"
+        for app_id, app in settings.apps.items()
+        for name, value in app
+        if isinstance(value, Path) and (problem := _unreadable(value)) is not None
+    ]
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `path` (or `./pushstr.toml` when it exists) with environment overrides applied."""
+    """Settings from `path` (or `./pushstr.toml` when it exists) with environment overrides applied.
+
+    Every mistake is a `ConfigError` naming the key, so the command line can print it and exit without a traceback.
+    """
     environ = os.environ if environ is None else environ
     if path is None and environ.get(ENV_PREFIX + "CONFIG"):
         path = Path(environ[ENV_PREFIX + "CONFIG"])
@@ -289,6 +529,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     data = _merge(data, env_overrides(environ))
@@ -296,10 +538,5 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
-    for platform, app in settings.platform_apps.items():
-        if app not in settings.apps:
-            raise ConfigError(f"platform_apps.{platform}: no app {app!r} in [apps]")
-    dialect_app = settings.dialects.push_settings.app
-    if dialect_app is not None and dialect_app not in settings.apps:
-        raise ConfigError(f"dialects.push_settings.app: no app {dialect_app!r} in [apps]")
+    _check_files(settings)
     return settings

@@ -6,7 +6,7 @@ from pushstr.engine.match import match_event
 from pushstr.engine.presence import Presence
 from pushstr.nostr.event import sign_event
 from pushstr.nostr.keys import Keys
-from pushstr.registry.index import GROUPS_KEY, RegistryIndex
+from pushstr.registry.index import RegistryIndex
 from pushstr.registry.model import Platform, Registration
 
 GROUP_A = "aa" * 32
@@ -52,21 +52,20 @@ def test_presence_forgets_what_can_no_longer_matter() -> None:
     assert presence.report("c", "1", True, 1011)
 
 
-def reg(pubkey: str, token: str, groups: str = "", kinds: frozenset[int] = frozenset({42})) -> Registration:
-    extra = {GROUPS_KEY: groups} if groups else {}
-    return Registration(pubkey, token, Platform.ANDROID, "default", kinds=kinds, extra=extra)
+def reg(pubkey: str, token: str, groups: tuple[str, ...] = (), kinds: frozenset[int] = frozenset({42})) -> Registration:
+    return Registration(pubkey, token, Platform.ANDROID, "default", kinds=kinds, groups=groups)
 
 
 def test_group_index_follows_replacement_and_removal() -> None:
     index = RegistryIndex()
-    index.put(reg("alice", "phone", f"{GROUP_A} {GROUP_B}"))
-    index.put(reg("bob", "phone", GROUP_A, frozenset({42, 1059})))
+    index.put(reg("alice", "phone", (GROUP_A, GROUP_B)))
+    index.put(reg("bob", "phone", (GROUP_A,), frozenset({42, 1059})))
     assert [r.pubkey for r in index.devices_for_group(GROUP_A)] == ["alice", "bob"]
     assert index.group_interest() == {
         frozenset({42, 1059}): frozenset({GROUP_A}),
         frozenset({42}): frozenset({GROUP_B}),
     }
-    index.put(reg("alice", "phone", GROUP_B))
+    index.put(reg("alice", "phone", (GROUP_B,)))
     assert [r.pubkey for r in index.devices_for_group(GROUP_A)] == ["bob"]
     assert index.devices_for_group(GROUP_B)[0] is index.get("alice", "phone")
     index.remove("bob", "phone")
@@ -80,9 +79,21 @@ def test_group_index_follows_replacement_and_removal() -> None:
 def test_group_messages_match_members_but_not_the_author() -> None:
     author, member = Keys.generate(), Keys.generate()
     index = RegistryIndex()
-    index.put(reg(author.public_hex, "a", GROUP_A))
-    index.put(reg(member.public_hex, "m", GROUP_A))
+    index.put(reg(author.public_hex, "a", (GROUP_A,)))
+    index.put(reg(member.public_hex, "m", (GROUP_A,)))
     message = sign_event(author, 42, "hi", [["e", GROUP_A, "", "root"], ["p", member.public_hex]])
     found = match_event(message, index.devices_for, index.devices_for_group)
     assert [(m.recipient, m.device.device_token) for m in found] == [(member.public_hex, "m")]
     assert match_event(message, index.devices_for) == [found[0]]
+
+
+def test_authors_narrow_pushes_but_never_gift_wraps() -> None:
+    friend, stranger = Keys.generate(), Keys.generate()
+    presence = Presence(clock=Clock(1000.0))
+    narrowed = Registration("bob", "phone", Platform.ANDROID, "default", authors=frozenset({friend.public_hex}))
+    anyone = Registration("bob", "tablet", Platform.ANDROID, "default")
+    assert presence.allows(sign_event(friend, 4, "hi", []), narrowed)
+    assert not presence.allows(sign_event(stranger, 4, "hi", []), narrowed)
+    assert presence.allows(sign_event(stranger, 4, "hi", []), anyone)
+    # A gift wrap is signed by a one-time key: its author says nothing about the sender.
+    assert presence.allows(sign_event(stranger, 1059, "sealed", []), narrowed)

@@ -10,10 +10,10 @@ from pushstr.config import AppConfig
 from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import PushedLog, SeenIds
 from pushstr.engine.pipeline import Pipeline
-from pushstr.engine.profiles import METADATA_KIND, ProfileWatch
-from pushstr.engine.render import MemoryProfileCache
+from pushstr.engine.profiles import MemoryProfileCache, ProfileWatch
 from pushstr.nostr.event import sign_event
 from pushstr.nostr.keys import Keys
+from pushstr.nostr.kinds import Kind
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports.base import Notification
 
@@ -37,7 +37,7 @@ def _setup(mode: str) -> tuple[Pipeline, ProfileWatch, MemoryProfileCache, list[
     cache = MemoryProfileCache()
     changes: list[int] = []
     watch = ProfileWatch(cache, on_change=lambda: changes.append(1))
-    device = Registration(BOB.public_hex, "t", Platform.IOS, "app", kinds=frozenset({4, METADATA_KIND}))
+    device = Registration(BOB.public_hex, "t", Platform.IOS, "app", kinds=frozenset({4, Kind.METADATA}))
     pipeline = Pipeline(
         Admission(AdmissionLimits(65536, 3600), SeenIds(1000)),
         lambda pubkey: [device] if pubkey == BOB.public_hex else [],
@@ -46,12 +46,12 @@ def _setup(mode: str) -> tuple[Pipeline, ProfileWatch, MemoryProfileCache, list[
         PushedLog(_no_persist),
         alert_sender=watch.want,
     )
-    pipeline.add_kind_handler(METADATA_KIND, watch.on_metadata)
+    pipeline.add_kind_handler(Kind.METADATA, watch.on_metadata)
     return pipeline, watch, cache, changes
 
 
 def _profile(name: str, created_at: int) -> dict[str, Any]:
-    return sign_event(ALICE, METADATA_KIND, orjson.dumps({"name": name}).decode(), created_at=created_at).to_dict()
+    return sign_event(ALICE, Kind.METADATA, orjson.dumps({"name": name}).decode(), created_at=created_at).to_dict()
 
 
 def test_alert_sender_is_watched_and_named() -> None:

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pushstr.config import AppConfig
+from pushstr.config import AppConfig, parse_app
 from tests.fakes.apns import FakeAPNs
 
 APNS_KEY_ID = "ABC123DEFG"
@@ -57,7 +57,7 @@ def apns_app(fake: FakeAPNs, key: ApnsKey, **overrides: object) -> AppConfig:
         "environment": "sandbox",
     }
     values.update(overrides)
-    return AppConfig.model_validate(values)
+    return parse_app(values)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """A minimal HTTP/2 server on asyncio + `h2`, the base of the APNs and FCM fakes.
 
 Requests are answered synchronously by a handler (no awaits on the hot path), so the fake is fast enough to
-benchmark a client against it. Every request is recorded unless recording is switched off.
+benchmark a client against it. Every request is recorded unless recording is switched off. Response bodies of any
+size are sent as the client's flow-control windows allow; a stream the client resets gets nothing more.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class _Connection(asyncio.Protocol):
         )
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, Request] = {}
+        #: Response body still to send per stream, waiting for the client to open its windows.
+        self._unsent: dict[int, memoryview] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -85,6 +88,9 @@ class _Connection(asyncio.Protocol):
                     self._respond(event.stream_id, self._handler(request))
             elif isinstance(event, h2.events.StreamReset):
                 self._streams.pop(event.stream_id, None)
+                self._unsent.pop(event.stream_id, None)
+        if self._unsent:  # a WINDOW_UPDATE or SETTINGS may have opened a window
+            self._send_unsent()
         self._transport.write(self._conn.data_to_send())
 
     def _respond(self, stream_id: int, response: Response) -> None:
@@ -92,7 +98,25 @@ class _Connection(asyncio.Protocol):
         headers += list(response.headers.items())
         self._conn.send_headers(stream_id, headers, end_stream=not response.body)
         if response.body:
-            self._conn.send_data(stream_id, response.body, end_stream=True)
+            self._unsent[stream_id] = memoryview(response.body)
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        """Queue as much of each unsent body as the stream and connection windows and the frame size allow."""
+        for stream_id, view in list(self._unsent.items()):
+            rest = view
+            while rest:
+                size = min(
+                    len(rest), self._conn.local_flow_control_window(stream_id), self._conn.max_outbound_frame_size
+                )
+                if size <= 0:
+                    break
+                self._conn.send_data(stream_id, rest[:size].tobytes(), end_stream=size == len(rest))
+                rest = rest[size:]
+            if rest:
+                self._unsent[stream_id] = rest
+            else:
+                del self._unsent[stream_id]
 
     def close(self) -> None:
         if self._transport is not None:

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from pushstr.registry.model import Platform, Registration
+from pushstr.registry.model import Mode, Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
 from pushstr.store import SqlStore
+from tests.store.helpers import stored_counts, stored_registrations
 
 ALICE = "a" * 64
 BOB = "b" * 64
@@ -52,18 +53,18 @@ async def registry(store: FlakyStore) -> Registry:
 
 
 async def stored(store: SqlStore) -> set[tuple[str, str]]:
-    return {r.key async for r in store.iter_registrations()}
+    return {r.key for r in await stored_registrations(store)}
 
 
 async def test_persistent_registration_is_stored_and_reloaded(registry: Registry, store: FlakyStore) -> None:
-    await registry.add(reg(kinds=frozenset({4}), extra={"device": "x"}))
-    assert registry.devices_for(ALICE) == (reg(kinds=frozenset({4})),)
+    await registry.add(reg(kinds=frozenset({4}), relays=("wss://x",)))
+    assert registry.devices_for(ALICE) == (reg(kinds=frozenset({4}), relays=("wss://x",)),)
     assert await stored(store) == {(ALICE, "phone-token")}
 
     fresh = Registry(store)
     assert await fresh.load() == 1
-    assert fresh.devices_for(ALICE) == (reg(kinds=frozenset({4})),)
-    assert fresh.devices_for(ALICE)[0].extra == {"device": "x"}
+    assert fresh.devices_for(ALICE) == (reg(kinds=frozenset({4}), relays=("wss://x",)),)
+    assert fresh.devices_for(ALICE)[0].relays == ("wss://x",)
     assert fresh.interest() == {frozenset({4}): frozenset({ALICE})}
 
 
@@ -90,7 +91,7 @@ async def test_add_replaces_the_same_key(registry: Registry, store: FlakyStore) 
     await registry.add(reg(platform=Platform.ANDROID, created_at=10.0))
     assert registry.registrations_of(ALICE) == [reg(platform=Platform.ANDROID, created_at=10.0)]
     assert registry.counts() == {"android": 1}
-    assert await store.count_registrations() == {"android": 1}
+    assert await stored_counts(store) == {"android": 1}
 
 
 async def test_device_limit(registry: Registry) -> None:
@@ -254,11 +255,11 @@ async def test_load_pauses_the_collector_and_restores_it(store: FlakyStore) -> N
         assert not gc.isenabled()  # a caller that paused it (Service.start) keeps it paused
     finally:
         gc.enable()
-    assert {r.key for r in registry.registrations()} == {r.key async for r in store.iter_registrations()}
+    assert {r.key for r in registry.registrations()} == await stored(store)
 
 
 async def test_load_restores_every_field_and_keeps_memory_only_registrations(registry: Registry) -> None:
-    stored_one = reg(ALICE, "a", kinds=frozenset({4}), mode="alert", created_at=3.0, extra={"groups": "e" * 64})
+    stored_one = reg(ALICE, "a", kinds=frozenset({4}), mode=Mode.ALERT, created_at=3.0, groups=("e" * 64,))
     stored_two = reg(ALICE, "b", platform=Platform.WEBPUSH, webpush_p256dh="k", webpush_auth="s")
     stored_three = reg(BOB, "a", dialect="push-settings", device_pubkey="d" * 64)
     memory_only = reg(BOB, "m", persistent=False, expires_at=1e12)
@@ -267,11 +268,11 @@ async def test_load_restores_every_field_and_keeps_memory_only_registrations(reg
     assert await registry.load() == 3
     loaded = {r.key: r for r in registry.registrations()}
     assert loaded == {r.key: r for r in (stored_one, stored_two, stored_three, memory_only)}
-    assert loaded[stored_one.key].extra == stored_one.extra
+    assert loaded[stored_one.key].groups == stored_one.groups
     assert registry.devices_for_group("e" * 64) == (stored_one,)
     assert registry.counts() == {"ios": 3, "webpush": 1}
     # the hot-path lookups follow the new index, and keep following it
     assert registry.devices_for(BOB) == (stored_three, memory_only)
-    await registry.add(reg(BOB, "c", extra={"groups": "e" * 64}))
+    await registry.add(reg(BOB, "c", groups=("e" * 64,)))
     assert [r.device_token for r in registry.devices_for(BOB)] == ["a", "m", "c"]
     assert [r.key for r in registry.devices_for_group("e" * 64)] == [(ALICE, "a"), (BOB, "c")]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from pushstr.logutil import ident
 from pushstr.nostr.event import Event
@@ -262,3 +263,25 @@ async def test_relay_text_is_logged_without_pubkeys(fake_relay: FakeRelay, caplo
     assert connection.status().notices == 1
     assert f"<{ident(pubkey)}>" in caplog.text
     assert pubkey not in caplog.text.lower()
+
+
+async def test_metrics_are_read_from_the_connection_and_leave_with_it(fake_relay: FakeRelay) -> None:
+    connection = RelayConnection(fake_relay.url, Keys.generate(), Sink(), fast_config(), plan=dm_plan())
+    connection.start()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"relay": fake_relay.url, **labels})
+
+    try:
+        server_side = await fake_relay.next_connection()
+        for _ in range(3):
+            await server_side.send('["NOTICE", "hello"]')
+        await server_side.send("not json")
+        await eventually(lambda: connection.status().garbage == 1)
+        assert sample("pushstr_relay_messages_total", type="NOTICE") == connection.status().notices == 3
+        assert sample("pushstr_relay_garbage_total") == 1
+        assert sample("pushstr_relay_connected") == 1
+        assert sample("pushstr_relay_sent_total", type="REQ") == connection.status().reqs_sent
+    finally:
+        await connection.close()
+    assert sample("pushstr_relay_messages_total", type="NOTICE") is None

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pushstr.relays.planner import GIFTWRAP_KIND, Interest, Plan, Planner, diff_plans
+from pushstr.nostr.kinds import Kind
+from pushstr.relays.planner import Interest, Plan, Planner, diff_plans
 
 DM_KINDS = frozenset({4, 1059, 1, 9735})
 
@@ -43,19 +44,19 @@ def test_giftwraps_are_planned_apart_with_every_pubkey_exactly_once() -> None:
 
     check_bounds(plan, planner)
     regular = planned_values(plan, "p", [1, 4, 9735])
-    giftwrap = planned_values(plan, "p", [GIFTWRAP_KIND])
+    giftwrap = planned_values(plan, "p", [Kind.GIFT_WRAP])
     assert sorted(regular) == sorted(keys)
     assert sorted(giftwrap) == sorted(keys)
     for sub in plan.subscriptions.values():
         kinds = {kind for filter_ in sub.filters for kind in filter_["kinds"]}
-        assert sub.giftwrap == (kinds == {GIFTWRAP_KIND})
+        assert sub.giftwrap == (kinds == {Kind.GIFT_WRAP})
 
 
 def test_kinds_sets_that_share_kinds_are_merged() -> None:
     alice, bob = pubkeys(1), pubkeys(1)
     plan = Planner().plan(Interest(p={frozenset({1059}): alice, frozenset({4, 1059}): bob}))
 
-    assert sorted(planned_values(plan, "p", [GIFTWRAP_KIND])) == sorted(alice | bob)
+    assert sorted(planned_values(plan, "p", [Kind.GIFT_WRAP])) == sorted(alice | bob)
     assert planned_values(plan, "p", [4]) == list(bob)
     assert plan.req_count == 2
 
@@ -116,7 +117,7 @@ def test_large_interest_stays_within_relay_limits() -> None:
     plan = planner.plan(Interest(p={DM_KINDS: keys}))
 
     check_bounds(plan, planner)
-    assert len(planned_values(plan, "p", [GIFTWRAP_KIND])) == 100_000
+    assert len(planned_values(plan, "p", [Kind.GIFT_WRAP])) == 100_000
     # two kinds groups; each subscription holds between half and all of its 1500-value capacity on average
     assert 2 * 100_000 / 1500 <= plan.req_count <= 2 * 2 * 100_000 / 1500
     assert plan.filter_count <= 2 * 2 * 100_000 / 500

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import tracemalloc
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import Connection, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pushstr.registry.model import Platform, Registration
+from pushstr.registry.model import NO_AUTHORS, Mode, Platform, Registration
 from pushstr.store import SqlStore, StoreError, open_store
 from pushstr.store.migrations import LATEST_VERSION, MIGRATIONS
-from pushstr.store.rows import registration_to_row
+from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
 from pushstr.store.schema import registrations, schema_version
+from tests.store.helpers import stored_counts, stored_of, stored_registrations
 
 
 def pubkey(n: int) -> str:
@@ -42,6 +43,16 @@ async def insert_rows(url: str, regs: Iterable[Registration]) -> None:
     try:
         async with engine.begin() as conn:
             await conn.execute(insert(registrations), [registration_to_row(r) for r in regs])
+    finally:
+        await engine.dispose()
+
+
+async def select_rows(url: str) -> Sequence[Sequence[Any]]:
+    """Every registration row as stored, in `REGISTRATION_COLUMNS` order, bypassing the store."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(select(*(registrations.c[name] for name in REGISTRATION_COLUMNS)))).all()
     finally:
         await engine.dispose()
 
@@ -95,33 +106,55 @@ async def test_registration_round_trips_every_field(store: SqlStore) -> None:
         dialect="kind22456",
         kinds=frozenset({1, 7, 1059, 30_000}),
         created_at=1_700_000_000.25,
-        mode="encrypted",
+        mode=Mode.ENCRYPTED,
         webpush_p256dh="BNc...",
         webpush_auth="tBH...",
         device_pubkey=pubkey(99),
-        extra={"device_id": "phone-1", "relays": "wss://a"},
+        groups=(pubkey(20), pubkey(10)),
+        authors=frozenset({pubkey(5), pubkey(6)}),
+        relays=("wss://b.example", "wss://a.example/path?x=1"),
     )
     bare = reg(2, kinds=frozenset())
     await store.save_registration(full)
     await store.save_registration(bare)
-    [loaded] = await store.registrations_of(pubkey(1))
+    [loaded] = await stored_of(store, pubkey(1))
     assert loaded == full
-    assert loaded.extra == full.extra  # not part of ==
-    assert await store.registrations_of(pubkey(2)) == [bare]
-    assert await store.registrations_of(pubkey(3)) == []
+    assert loaded.mode is Mode.ENCRYPTED and loaded.groups == (pubkey(20), pubkey(10))  # order kept
+    assert await stored_of(store, pubkey(2)) == [bare]
+    assert await stored_of(store, pubkey(3)) == []
+
+
+async def test_list_values_the_encoding_cannot_carry_are_refused(store: SqlStore) -> None:
+    for unstorable in ({"groups": ("a b",)}, {"relays": ("",)}, {"authors": frozenset({" x"})}):
+        with pytest.raises(ValueError, match="whitespace"):
+            await store.save_registration(reg(1, **unstorable))
+    assert await stored_of(store, pubkey(1)) == []
+
+
+async def test_loaded_registrations_share_their_values(store: SqlStore, store_url: str) -> None:
+    """A million loaded registrations must not bring a million empty containers, nor equal lists, with them."""
+    relays = ("wss://a.example", "wss://b.example")
+    await insert_rows(store_url, [*(reg(n) for n in range(20)), *(reg(n, relays=relays) for n in range(20, 40))])
+    loaded = [r async for batch in store.iter_registration_batches(batch_size=7) for r in batch]
+    bare = [r for r in loaded if not r.relays]
+    assert len(bare) == 20
+    assert {id(r.authors) for r in loaded} == {id(NO_AUTHORS)}
+    assert len({id(r.groups) for r in loaded}) == 1
+    assert len({id(r.relays) for r in bare}) == 1
+    assert len({id(r.relays) for r in loaded if r.relays}) == 1
 
 
 async def test_save_is_an_upsert_by_pubkey_and_token(store: SqlStore) -> None:
-    await store.save_registration(reg(1, "t", kinds=frozenset({4}), extra={"a": "1"}))
+    await store.save_registration(reg(1, "t", kinds=frozenset({4}), relays=("wss://a.example",)))
     await store.save_registration(reg(1, "t", platform=Platform.IOS, kinds=frozenset({1059}), created_at=5.0))
     await store.save_registration(reg(1, "other"))
-    stored = {r.device_token: r for r in await store.registrations_of(pubkey(1))}
+    stored = {r.device_token: r for r in await stored_of(store, pubkey(1))}
     assert set(stored) == {"t", "other"}
     assert stored["t"].platform is Platform.IOS
     assert stored["t"].kinds == frozenset({1059})
     assert stored["t"].created_at == 5.0
-    assert stored["t"].extra == {}
-    assert await store.count_registrations() == {"ios": 1, "android": 1}
+    assert stored["t"].relays == ()
+    assert await stored_counts(store) == {"ios": 1, "android": 1}
 
 
 @pytest.mark.parametrize("memory_only", [{"persistent": False}, {"persistent": False, "expires_at": 9.0}])
@@ -130,7 +163,7 @@ async def test_memory_only_registrations_are_refused(store: SqlStore, memory_onl
         await store.save_registration(reg(1, **memory_only))
     with pytest.raises(ValueError, match="expires_at"):
         await store.save_registration(reg(1, expires_at=9.0))
-    assert await store.registrations_of(pubkey(1)) == []
+    assert await stored_of(store, pubkey(1)) == []
 
 
 async def test_delete_registration(store: SqlStore) -> None:
@@ -138,7 +171,7 @@ async def test_delete_registration(store: SqlStore) -> None:
     await store.save_registration(reg(2, "t"))
     assert await store.delete_registration(pubkey(1), "t") is True
     assert await store.delete_registration(pubkey(1), "t") is False
-    assert await store.registrations_of(pubkey(2)) == [reg(2, "t")]
+    assert await stored_of(store, pubkey(2)) == [reg(2, "t")]
 
 
 async def test_delete_token_removes_it_under_every_pubkey(store: SqlStore) -> None:
@@ -148,31 +181,32 @@ async def test_delete_token_removes_it_under_every_pubkey(store: SqlStore) -> No
     deleted = await store.delete_token("shared-phone")
     assert sorted(deleted, key=lambda r: r.pubkey) == shared
     assert await store.delete_token("shared-phone") == []
-    remaining = sorted([(r.pubkey, r.device_token) async for r in store.iter_registrations()])
+    remaining = sorted((r.pubkey, r.device_token) for r in await stored_registrations(store))
     assert remaining == [(pubkey(1), "tablet"), (pubkey(4), "other")]
 
 
-async def test_count_registrations_by_platform(store: SqlStore) -> None:
-    assert await store.count_registrations() == {}
+async def test_registrations_keep_their_platform(store: SqlStore) -> None:
+    assert await stored_counts(store) == {}
     platforms = [Platform.IOS, Platform.IOS, Platform.ANDROID, Platform.UNIFIEDPUSH]
     for n, platform in enumerate(platforms):
         await store.save_registration(reg(n, platform=platform))
-    assert await store.count_registrations() == {"ios": 2, "android": 1, "unifiedpush": 1}
+    assert await stored_counts(store) == {"ios": 2, "android": 1, "unifiedpush": 1}
 
 
-async def test_iter_registrations_streams_50k_rows(store: SqlStore, store_url: str) -> None:
+async def test_registration_batches_stream_50k_rows(store: SqlStore, store_url: str) -> None:
     total = 50_000
     await insert_rows(store_url, (reg(n, platform=Platform.IOS if n % 3 else Platform.ANDROID) for n in range(total)))
-    assert await store.count_registrations() == {"ios": total - (total + 2) // 3, "android": (total + 2) // 3}
+    assert await stored_counts(store) == {"ios": total - (total + 2) // 3, "android": (total + 2) // 3}
 
     gc.collect()
     tracemalloc.start()
     try:
         seen = 0
         last = None
-        async for item in store.iter_registrations(batch_size=1000):
-            seen += 1
-            last = item
+        async for batch in store.iter_registration_batches(batch_size=1000):
+            for item in batch:
+                seen += 1
+                last = item
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -181,13 +215,13 @@ async def test_iter_registrations_streams_50k_rows(store: SqlStore, store_url: s
     # 50 000 decoded registrations take well over 20 MB; one batch of 1000 and its rows take a few.
     assert peak < 8_000_000, f"peak {peak} bytes: rows are not streamed"
 
-    keys = {r.key async for r in store.iter_registrations(batch_size=7_777)}
+    keys = {r.key async for batch in store.iter_registration_batches(batch_size=7_777) for r in batch}
     assert keys == {(pubkey(n), f"token-{n}") for n in range(total)}
 
 
 async def test_streamed_registrations_share_kind_sets(store: SqlStore, store_url: str) -> None:
     await insert_rows(store_url, (reg(n, kinds=frozenset({4, 1059})) for n in range(100)))
-    loaded = [r async for r in store.iter_registrations(batch_size=10)]
+    loaded = [r async for batch in store.iter_registration_batches(batch_size=10) for r in batch]
     assert len({id(r.kinds) for r in loaded}) == 1
     assert len({id(r.app) for r in loaded}) == 1
 
@@ -197,15 +231,10 @@ async def test_unreadable_rows_are_skipped(store: SqlStore, store_url: str) -> N
     engine = create_async_engine(store_url)
     async with engine.begin() as conn:
         await conn.execute(registrations.update().where(registrations.c.pubkey == pubkey(2)).values(platform="pager"))
-        await conn.execute(registrations.update().where(registrations.c.pubkey == pubkey(3)).values(extra="[1]"))
+        await conn.execute(registrations.update().where(registrations.c.pubkey == pubkey(3)).values(mode="shouting"))
     await engine.dispose()
-    assert [r.pubkey async for r in store.iter_registrations()] == [pubkey(1)]
-    assert await store.registrations_of(pubkey(2)) == []
-
-
-async def test_iter_registrations_rejects_a_silly_batch_size(store: SqlStore) -> None:
-    with pytest.raises(ValueError, match="batch_size"):
-        await anext(store.iter_registrations(batch_size=0))
+    assert [r.pubkey for r in await stored_registrations(store)] == [pubkey(1)]
+    assert await stored_of(store, pubkey(2)) == []
 
 
 async def test_pushed_ids_dedupe_round_trip(store: SqlStore) -> None:
@@ -230,7 +259,7 @@ async def test_remember_pushed_handles_a_large_batch(store: SqlStore) -> None:
 async def test_data_survives_close_and_open(store_url: str) -> None:
     first = open_store(store_url)
     await first.open()
-    await first.save_registration(reg(1, extra={"k": "v"}))
+    await first.save_registration(reg(1, authors=frozenset({pubkey(2)})))
     await first.remember_pushed([("event", 42)])
     await first.close()
     assert await first.ping() is False
@@ -238,8 +267,8 @@ async def test_data_survives_close_and_open(store_url: str) -> None:
     second = open_store(store_url)
     await second.open()
     try:
-        [loaded] = await second.registrations_of(pubkey(1))
-        assert loaded == reg(1) and loaded.extra == {"k": "v"}
+        [loaded] = await stored_of(second, pubkey(1))
+        assert loaded == reg(1, authors=frozenset({pubkey(2)})) and loaded.authors == {pubkey(2)}
         assert await second.pushed_since(0) == ["event"]
     finally:
         await second.close()
@@ -251,7 +280,7 @@ async def test_concurrent_writes_all_land(store: SqlStore) -> None:
         *(store.remember_pushed([(f"e{n}", n)]) for n in range(40)),
         *(store.delete_token(f"token-{n}") for n in range(40, 60)),
     )
-    assert await store.count_registrations() == {"android": 40}
+    assert await stored_counts(store) == {"android": 40}
     assert len(await store.pushed_since(0)) == 40
 
 
@@ -332,19 +361,21 @@ async def test_batched_rows_decode_like_single_rows(store: SqlStore, store_url: 
     shapes: list[dict[str, Any]] = [
         {},
         {"kinds": frozenset()},
-        {"kinds": frozenset({1, 7, 1059, 30_000}), "mode": "alert", "created_at": 1_700_000_000.25},
+        {"kinds": frozenset({1, 7, 1059, 30_000}), "mode": Mode.ALERT, "created_at": 1_700_000_000.25},
         {"platform": Platform.WEBPUSH, "webpush_p256dh": "BNc", "webpush_auth": "tBH", "app": "web"},
-        {"mode": "encrypted", "device_pubkey": pubkey(7), "dialect": "push-settings"},
-        {"extra": {"groups": "e" * 64, "relays": "wss://a"}},
+        {"mode": Mode.ENCRYPTED, "device_pubkey": pubkey(7), "dialect": "push-settings"},
+        {"groups": ("e" * 64,), "relays": ("wss://a", "wss://b")},
+        {"authors": frozenset({pubkey(8), pubkey(9)}), "groups": ("f" * 64, "e" * 64), "mode": Mode.SILENT},
     ]
     regs = [reg(n, **shapes[n % len(shapes)]) for n in range(3 * len(shapes))]
     await insert_rows(store_url, regs)
     batched = {r.key: r async for batch in store.iter_registration_batches(batch_size=4) for r in batch}
-    single = {r.key: r for n in range(len(regs)) for r in await store.registrations_of(pubkey(n))}
+    decoder = RowDecoder()
+    single = {r.key: r for r in map(decoder.registration, await select_rows(store_url))}
     expected = {r.key: r for r in regs}
     assert batched == single == expected
-    for key, item in expected.items():
-        assert batched[key].extra == single[key].extra == item.extra
+    for key in expected:
+        assert batched[key].mode is single[key].mode
         assert type(batched[key]) is Registration
 
 
@@ -354,4 +385,4 @@ async def test_an_abandoned_registration_stream_releases_its_connection(store: S
         assert len(await anext(batches)) == 10
     assert store._engine.pool.checkedout() == 0
     await store.save_registration(reg(99))
-    assert await store.registrations_of(pubkey(99)) == [reg(99)]
+    assert await stored_of(store, pubkey(99)) == [reg(99)]

@@ -8,10 +8,33 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import REGISTRY
 
+from pushstr.config import AppConfig
+from pushstr.delivery.render import Renderer
 from pushstr.registry.model import Registration
+from pushstr.transports.base import Notification, SendResult, Transport
 from tests.fakes import apns_key, fake_apns
 
-__all__ = ["DeadHook", "apns_key", "fake_apns", "outcomes"]
+__all__ = ["DeadHook", "OneShot", "apns_key", "fake_apns", "outcomes"]
+
+
+class OneShot:
+    """A transport driven as the dispatcher drives it, without the queue: render and encode once, then send."""
+
+    def __init__(self, transport: Transport, app: AppConfig) -> None:
+        self.transport = transport
+        self._renderer = Renderer(app)
+
+    async def start(self) -> None:
+        await self.transport.start()
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def send(self, notification: Notification, device: Registration) -> SendResult:
+        encoded = self._renderer.encode(notification, device, self.transport)
+        if isinstance(encoded, SendResult):
+            return encoded
+        return await self.transport.send(encoded, device)
 
 
 @dataclass

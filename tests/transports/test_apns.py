@@ -9,15 +9,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pushstr.config import AppConfig
+from pushstr.config import AppConfig, ConfigError, load_settings, parse_app
+from pushstr.delivery.dispatcher import Dispatcher, Lane
+from pushstr.delivery.render import Renderer
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports.apns import ApnsTransport
 from pushstr.transports.base import Notification, Outcome
-from pushstr.transports.dispatcher import Dispatcher, Lane, RetryPolicy
 from pushstr.transports.jwt_cache import ProviderTokens
 from tests.fakes import APNS_TOPIC, ApnsKey, apns_app
 from tests.fakes.apns import FakeAPNs
-from tests.transports.conftest import DeadHook, outcomes
+from tests.transports.conftest import DeadHook, OneShot, outcomes
 
 RECIPIENT = "b" * 64
 SENDER = "c" * 64
@@ -46,8 +47,7 @@ def _note(app: str, **fields: object) -> Notification:
 
 def _dispatcher(app_id: str, app: AppConfig, hook: DeadHook, tokens: ProviderTokens | None = None) -> Dispatcher:
     transport = ApnsTransport(app_id, app, tokens=tokens or ProviderTokens())
-    retry = RetryPolicy(app.max_attempts, app.backoff_base_seconds, app.backoff_max_seconds)
-    return Dispatcher({app_id: Lane(transport, concurrency=app.concurrency, retry=retry)}, hook)
+    return Dispatcher({app_id: Lane(transport, Renderer(app))}, hook)
 
 
 async def test_alert_reaches_apns_with_headers(fake_apns: FakeAPNs, apns_key: ApnsKey, dead_hook: DeadHook) -> None:
@@ -203,7 +203,8 @@ async def test_one_provider_token_and_one_connection_for_1000_pushes(
 async def test_expired_provider_token_is_replaced(fake_apns: FakeAPNs, apns_key: ApnsKey) -> None:
     now = [time.time() - 30 * 60]  # the fake checks `iat` against the real clock: no tokens from the future
     tokens = ProviderTokens(clock=lambda: now[0])
-    transport = ApnsTransport(_app_id(), apns_app(fake_apns, apns_key), tokens=tokens)
+    app = apns_app(fake_apns, apns_key)
+    transport = OneShot(ApnsTransport(_app_id(), app, tokens=tokens), app)
     await transport.start()
     try:
         assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.DELIVERED
@@ -223,7 +224,8 @@ async def test_token_refreshed_after_50_minutes_not_before(fake_apns: FakeAPNs, 
     start = time.time() - 55 * 60  # the fake checks `iat` against the real clock (not future, not over an hour)
     now = [start]
     tokens = ProviderTokens(clock=lambda: now[0])
-    transport = ApnsTransport(_app_id(), apns_app(fake_apns, apns_key), tokens=tokens)
+    app = apns_app(fake_apns, apns_key)
+    transport = OneShot(ApnsTransport(_app_id(), app, tokens=tokens), app)
     await transport.start()
     try:
         for offset in (0, 10 * 60, 49 * 60, 51 * 60):
@@ -241,7 +243,8 @@ async def test_alert_event_carries_the_event_only_when_it_fits(
 ) -> None:
     event_json = orjson.dumps({"id": "e" * 64, "kind": 1, "content": "x" * event_bytes})
     note = _note("x", kind=1, sender=None, event_json=event_json, relay="wss://relay.example")
-    transport = ApnsTransport("x", apns_app(fake_apns, apns_key, mode="alert+event"), tokens=ProviderTokens())
+    app = apns_app(fake_apns, apns_key, mode="alert+event")
+    transport = OneShot(ApnsTransport("x", app, tokens=ProviderTokens()), app)
     await transport.start()
     try:
         assert (await transport.send(note, _device("x"))).outcome is Outcome.DELIVERED
@@ -259,7 +262,8 @@ async def test_alert_event_carries_the_event_only_when_it_fits(
 
 
 async def test_bad_token_never_reaches_the_path(fake_apns: FakeAPNs, apns_key: ApnsKey) -> None:
-    transport = ApnsTransport("x", apns_app(fake_apns, apns_key), tokens=ProviderTokens())
+    app = apns_app(fake_apns, apns_key)
+    transport = OneShot(ApnsTransport("x", app, tokens=ProviderTokens()), app)
     device = Registration(RECIPIENT, "../../evil?x=1", Platform.IOS, "x")
     result = await transport.send(_note("x"), device)
     await transport.close()
@@ -268,8 +272,16 @@ async def test_bad_token_never_reaches_the_path(fake_apns: FakeAPNs, apns_key: A
 
 
 def test_missing_credentials_name_the_key(tmp_path: Path) -> None:
-    app = AppConfig(transport="apns", key_id="K", team_id="T", topic="org.example")
-    with pytest.raises(ValueError, match=r"apps\.ios\.key_file"):
+    config = tmp_path / "pushstr.toml"
+    config.write_text('[apps.ios]\ntransport = "apns"\nkey_id = "K"\nteam_id = "T"\ntopic = "org.example"\n')
+    with pytest.raises(ConfigError, match=r"apps\.ios\.key_file"):
+        load_settings(config, environ={})
+
+
+def test_unusable_key_file_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "key.p8").write_text("not a key")
+    app = parse_app({"transport": "apns", "key_file": tmp_path / "key.p8", "key_id": "K", "team_id": "T", "topic": "t"})
+    with pytest.raises(ConfigError, match=r"invalid configuration: apps\.ios\.key_file: cannot load the APNs key"):
         ApnsTransport("ios", app)
 
 
@@ -301,3 +313,19 @@ async def test_fake_reports_each_request_with_its_perf_counter_arrival(
     assert sorted(event_id for event_id, _ in seen) == [f"{n:064x}" for n in range(3)]
     assert all(before <= at <= time.perf_counter() for _, at in seen)
     assert fake.requests == []
+
+
+async def test_a_reply_over_the_size_cap_is_a_retry_and_the_connection_goes_on(
+    fake_apns: FakeAPNs, apns_key: ApnsKey
+) -> None:
+    app = apns_app(fake_apns, apns_key)
+    transport = OneShot(ApnsTransport("x", app, tokens=ProviderTokens()), app)
+    await transport.start()
+    try:
+        fake_apns.set_response(400, "x" * (4 * 1024 * 1024))
+        result = await transport.send(_note("x"), _device("x"))
+        assert (result.outcome, result.reason) == (Outcome.RETRY, "response-too-large")
+        assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.DELIVERED
+        assert fake_apns.connections == 1
+    finally:
+        await transport.close()

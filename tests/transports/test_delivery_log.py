@@ -7,13 +7,14 @@ from pathlib import Path
 
 import orjson
 
-from pushstr.config import LogTransportConfig, Settings, TransportsConfig
-from pushstr.engine.batch import Timing
+from pushstr.config import LogAppConfig, LogTransportConfig, Settings, TransportsConfig
+from pushstr.delivery.batch import Timing
+from pushstr.delivery.dispatcher import Dispatcher, Lane
+from pushstr.delivery.render import Renderer
+from pushstr.delivery.stage import Delivery, build_delivery
 from pushstr.nostr.keys import Keys
 from pushstr.registry.model import Platform, Registration
-from pushstr.transports.base import Notification, SendResult
-from pushstr.transports.delivery import Delivery, build_delivery
-from pushstr.transports.dispatcher import Dispatcher, Lane
+from pushstr.transports.base import Encoded, Notification, Rendered, SendResult
 
 RECIPIENT = "a" * 64
 
@@ -63,6 +64,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.sent: asyncio.Queue[Notification] = asyncio.Queue()
+        self._encoded: dict[bytes, Notification] = {}
 
     async def start(self) -> None:
         return None
@@ -70,14 +72,22 @@ class _Recorder:
     async def close(self) -> None:
         return None
 
-    async def send(self, notification: Notification, device: Registration) -> SendResult:
-        self.sent.put_nowait(notification)
+    def measure(self, rendered: Rendered, device: Registration) -> int:
+        return 0
+
+    def encode(self, notification: Notification, rendered: Rendered, device: Registration) -> Encoded:
+        body = str(len(self._encoded)).encode()
+        self._encoded[body] = notification
+        return Encoded(body)
+
+    async def send(self, encoded: Encoded, device: Registration) -> SendResult:
+        self.sent.put_nowait(self._encoded[encoded.body])
         return SendResult.delivered()
 
 
 async def test_batched_app_sends_one_push_for_a_burst() -> None:
     recorder = _Recorder()
-    dispatcher = Dispatcher({"default": Lane(recorder)}, _no_dead)
+    dispatcher = Dispatcher({"default": Lane(recorder, Renderer(LogAppConfig()))}, _no_dead)
     delivery = Delivery({"default": Timing(window=0.2)}, dispatcher, {"default": recorder})
     await delivery.start()
     try:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pushstr.config import AppConfig
+from pushstr.config import AppConfig, parse_app
+from pushstr.delivery.dispatcher import Dispatcher, Lane
+from pushstr.delivery.render import Renderer
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports.base import Notification, Outcome
-from pushstr.transports.dispatcher import Dispatcher, Lane, RetryPolicy
 from pushstr.transports.fcm import FcmTransport
 from tests.fakes.fcm import FakeFCM
-from tests.transports.conftest import DeadHook, outcomes
+from tests.transports.conftest import DeadHook, OneShot, outcomes
 
 RECIPIENT = "d" * 64
 
@@ -37,7 +38,7 @@ def _app(fake: FakeFCM, **overrides: object) -> AppConfig:
         "backoff_base_seconds": 0.01,
     }
     values.update(overrides)
-    return AppConfig.model_validate(values)
+    return parse_app(values)
 
 
 def _device(app: str, platform: Platform = Platform.ANDROID) -> Registration:
@@ -52,8 +53,7 @@ def _note(app: str, **fields: object) -> Notification:
 
 async def _run(fake: FakeFCM, app: AppConfig, hook: DeadHook, count: int = 1) -> str:
     app_id = f"fcm-{uuid.uuid4().hex[:8]}"
-    retry = RetryPolicy(app.max_attempts, app.backoff_base_seconds, app.backoff_max_seconds)
-    dispatcher = Dispatcher({app_id: Lane(FcmTransport(app_id, app), concurrency=8, retry=retry)}, hook)
+    dispatcher = Dispatcher({app_id: Lane(FcmTransport(app_id, app), Renderer(app))}, hook)
     await dispatcher.start()
     try:
         for n in range(count):
@@ -76,7 +76,8 @@ async def test_data_only_delivery_with_one_oauth_token(fake_fcm: FakeFCM, dead_h
 
 
 async def test_alert_is_a_notification_message_with_apns_override_for_ios(fake_fcm: FakeFCM) -> None:
-    transport = FcmTransport("x", _app(fake_fcm, mode="alert"))
+    app = _app(fake_fcm, mode="alert")
+    transport = OneShot(FcmTransport("x", app), app)
     try:
         result = await transport.send(_note("x", conversation="c1"), _device("x", Platform.IOS))
     finally:
@@ -123,7 +124,8 @@ async def test_unavailable_and_internal_are_retried(fake_fcm: FakeFCM, dead_hook
 
 
 async def test_revoked_access_token_is_fetched_again(fake_fcm: FakeFCM) -> None:
-    transport = FcmTransport("x", _app(fake_fcm))
+    app = _app(fake_fcm)
+    transport = OneShot(FcmTransport("x", app), app)
     try:
         assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.DELIVERED
         fake_fcm.expire_tokens()
@@ -137,7 +139,8 @@ async def test_revoked_access_token_is_fetched_again(fake_fcm: FakeFCM) -> None:
 async def test_access_token_reused_until_it_expires(fake_fcm: FakeFCM) -> None:
     start = time.time() - 3500  # the fake checks the assertion's `iat` against the real clock
     now = [start]
-    transport = FcmTransport("x", _app(fake_fcm), clock=lambda: now[0])
+    app = _app(fake_fcm)
+    transport = OneShot(FcmTransport("x", app, clock=lambda: now[0]), app)
     try:
         for step in (0, 1000, 3000, 3500):  # lifetime 3600 s, refreshed 120 s early
             now[0] = start + step
@@ -147,3 +150,16 @@ async def test_access_token_reused_until_it_expires(fake_fcm: FakeFCM) -> None:
     tokens = [request.access_token for request in fake_fcm.requests]
     assert tokens[0] == tokens[1] == tokens[2] != tokens[3]
     assert fake_fcm.token_requests == 2
+
+
+async def test_a_reply_over_the_size_cap_is_a_retry(fake_fcm: FakeFCM) -> None:
+    app = _app(fake_fcm)
+    transport = OneShot(FcmTransport("x", app), app)
+    await transport.start()
+    try:
+        fake_fcm.set_response(500, "INTERNAL", "x" * (4 * 1024 * 1024))
+        result = await transport.send(_note("x"), _device("x"))
+        assert (result.outcome, result.reason) == (Outcome.RETRY, "response-too-large")
+        assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.DELIVERED
+    finally:
+        await transport.close()

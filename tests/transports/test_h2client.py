@@ -9,23 +9,39 @@ from pathlib import Path
 import h2.settings
 import pytest
 
-from pushstr.transports.h2client import (
+from pushstr.net.h2client import (
     _WRITE_BATCH,
+    MAX_RESPONSE_BYTES,
     ClientClosed,
     ConnectError,
     ConnectionLost,
     H2Client,
+    H2Error,
+    H2Response,
     RequestTimeout,
+    ResponseTooLarge,
     StreamRefused,
+    _Connection,
 )
 from tests.fakes import h2server
 from tests.fakes.h2server import H2Server, Request, Response
 from tests.fakes.tls import SelfSigned, make_self_signed
 
+BIG = 4 * 1024 * 1024
+
 
 def echo(request: Request) -> Response:
     """Answers with what it was asked, so a test can tell whose response it got."""
     return Response(200, {"x-path": request.path, "x-size": str(len(request.body))}, request.body[:64])
+
+
+def echo_or_oversized(request: Request) -> Response:
+    """As `echo`, but `/big` gets a 4 MiB body and `/huge-headers` a 100 kB header."""
+    if request.path == "/big":
+        return Response(200, {"x-path": "/big"}, bytes(BIG))
+    if request.path == "/huge-headers":
+        return Response(200, {"x-huge": "a" * 100_000})
+    return echo(request)
 
 
 class HeldServer(H2Server):
@@ -106,6 +122,14 @@ async def server(tls: SelfSigned) -> AsyncIterator[H2Server]:
 
 
 @pytest.fixture
+async def oversized_server(tls: SelfSigned) -> AsyncIterator[H2Server]:
+    fake = H2Server(echo_or_oversized, tls.server_context())
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
 async def held_server(tls: SelfSigned) -> AsyncIterator[HeldServer]:
     fake = HeldServer(tls, max_streams=2)
     await fake.start()
@@ -117,8 +141,9 @@ async def held_server(tls: SelfSigned) -> AsyncIterator[HeldServer]:
 async def client_for(tls: SelfSigned) -> AsyncIterator[Callable[[H2Server], H2Client]]:
     clients: list[H2Client] = []
 
-    def make(server: H2Server, timeout: float = 5.0) -> H2Client:
-        clients.append(H2Client(f"https://127.0.0.1:{server.port}", ca_file=tls.cert_file, timeout=timeout))
+    def make(server: H2Server, timeout: float = 5.0, **options: int) -> H2Client:
+        url = f"https://127.0.0.1:{server.port}"
+        clients.append(H2Client(url, ca_file=tls.cert_file, timeout=timeout, **options))
         return clients[-1]
 
     yield make
@@ -270,3 +295,77 @@ async def test_untrusted_certificate_is_refused(server: H2Server) -> None:
     with pytest.raises(ConnectError, match="SSL"):
         await client.request("GET", "/")
     await client.aclose()
+
+
+class Received:
+    """Watches a client connection's reads: bytes that came in, and the most body bytes it held for one stream."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.bytes = 0
+        self.most_buffered = 0
+        original = connection.data_received
+
+        def watching(data: bytes) -> None:
+            self.bytes += len(data)
+            original(data)
+            held = (len(stream.body) for stream in connection._streams.values())
+            self.most_buffered = max(self.most_buffered, *held, 0)
+
+        connection.data_received = watching  # type: ignore[method-assign]
+
+
+async def test_body_over_the_cap_raises_without_buffering_it(
+    oversized_server: H2Server, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(oversized_server)
+    await client.request("GET", "/warm-up")
+    connection = client._connection
+    assert connection is not None
+    received = Received(connection)
+    with pytest.raises(ResponseTooLarge) as caught:
+        await client.request("GET", "/big")
+    assert (caught.value.status, caught.value.limit) == (200, MAX_RESPONSE_BYTES)
+    assert isinstance(caught.value, H2Error)
+    assert received.most_buffered <= MAX_RESPONSE_BYTES
+    # The server could send no more than the stream window (cap + 1) plus what was acknowledged while the body was
+    # within the cap (at most the cap), plus framing: not the 4 MiB it meant to.
+    assert received.bytes < 3 * MAX_RESPONSE_BYTES
+    # The same connection goes on serving requests.
+    response = await client.request("POST", "/after", body=b"abc")
+    assert (response.headers["x-path"], response.content) == ("/after", b"abc")
+    assert client._connection is connection
+    assert oversized_server.connections == 1
+
+
+async def test_body_over_the_cap_spares_concurrent_streams(
+    oversized_server: H2Server, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(oversized_server)
+    big, *small = await asyncio.gather(
+        client.request("GET", "/big"),
+        *(client.request("POST", f"/n/{n}", body=b"x" * n) for n in range(50)),
+        return_exceptions=True,
+    )
+    assert isinstance(big, ResponseTooLarge)
+    assert all(isinstance(response, H2Response) for response in small)
+    assert [(r.headers["x-path"], r.content) for r in small if isinstance(r, H2Response)] == [
+        (f"/n/{n}", b"x" * n) for n in range(50)
+    ]
+    assert oversized_server.connections == 1
+
+
+async def test_body_cap_is_inclusive_and_set_per_client(server: H2Server, client_for: Callable[..., H2Client]) -> None:
+    client = client_for(server, max_response_bytes=10)
+    assert (await client.request("POST", "/ten", body=b"x" * 10)).content == b"x" * 10
+    with pytest.raises(ResponseTooLarge):
+        await client.request("POST", "/eleven", body=b"x" * 11)
+    assert (await client.request("POST", "/empty")).content == b""
+
+
+async def test_oversized_header_block_fails_the_connection_and_the_next_request_reconnects(
+    oversized_server: H2Server, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(oversized_server)
+    with pytest.raises(ConnectionLost):
+        await client.request("GET", "/huge-headers")
+    assert (await client.request("GET", "/after")).headers["x-path"] == "/after"

@@ -7,7 +7,7 @@ import random
 import hpack
 import pytest
 
-from pushstr.transports.hpack_encoder import MAX_TABLE_SIZE, HeaderEncoder, integer
+from pushstr.net.hpack_encoder import MAX_TABLE_SIZE, HeaderEncoder, integer
 
 TOKEN = "bearer " + "eyJhbGciOiJFUzI1NiJ9." * 12
 

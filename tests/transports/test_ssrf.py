@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pushstr.config import AppConfig
+from pushstr.config import parse_app
+from pushstr.net.urlguard import EndpointRefused, check_endpoint
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports.base import Notification, Outcome
-from pushstr.transports.ssrf import EndpointRefused, check_endpoint
 from pushstr.transports.vapid import load_or_create_key
 from pushstr.transports.webpush import WebPushTransport
 from tests.fakes.http1 import Http1Endpoint
+from tests.transports.conftest import OneShot
 
 
 @pytest.mark.parametrize(
@@ -64,9 +65,9 @@ async def endpoint() -> AsyncIterator[Http1Endpoint]:
     await server.stop()
 
 
-def _transport(tmp_path_factory: pytest.TempPathFactory, **overrides: object) -> WebPushTransport:
-    app = AppConfig.model_validate({"transport": "webpush", "vapid_subject": "mailto:ops@example.org", **overrides})
-    return WebPushTransport("up", app, load_or_create_key(tmp_path_factory.mktemp("data")))
+def _transport(tmp_path_factory: pytest.TempPathFactory, **overrides: object) -> OneShot:
+    app = parse_app({"transport": "webpush", "vapid_subject": "mailto:ops@example.org", **overrides})
+    return OneShot(WebPushTransport("up", app, load_or_create_key(tmp_path_factory.mktemp("data"))), app)
 
 
 def _note() -> Notification:

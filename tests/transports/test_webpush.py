@@ -13,15 +13,16 @@ from typing import Any
 import orjson
 import pytest
 
-from pushstr.config import AppConfig
+from pushstr.config import AppConfig, parse_app
+from pushstr.delivery.dispatcher import Dispatcher, Lane
+from pushstr.delivery.render import Renderer
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports.base import Notification, Outcome
-from pushstr.transports.dispatcher import Dispatcher, Lane, RetryPolicy
 from pushstr.transports.vapid import KEY_FILE_NAME, load_or_create_key, vapid_public_key
 from pushstr.transports.webpush import WebPushTransport
 from tests.conftest import free_port
 from tests.fakes.webpush_server import WebPushTestingServer
-from tests.transports.conftest import DeadHook, outcomes
+from tests.transports.conftest import DeadHook, OneShot, outcomes
 
 RECIPIENT = "a" * 64
 
@@ -42,7 +43,7 @@ def _app(**overrides: object) -> AppConfig:
         "backoff_base_seconds": 0.01,
     }
     values.update(overrides)
-    return AppConfig.model_validate(values)
+    return parse_app(values)
 
 
 def _device(subscription: dict[str, Any], app: str) -> Registration:
@@ -68,7 +69,8 @@ async def test_encrypted_vapid_push_is_decrypted_by_the_server(
 ) -> None:
     key = load_or_create_key(tmp_path / "data")
     subscription = await push_server.subscribe(vapid_public_key(tmp_path / "data"))
-    transport = WebPushTransport("web", _app(mode="alert", preview_length=20), key)
+    app = _app(mode="alert", preview_length=20)
+    transport = OneShot(WebPushTransport("web", app, key), app)
     note = _note("web", preview="gm fren, see you at the meetup", conversation="thread-1")
     try:
         result = await transport.send(note, _device(subscription, "web"))
@@ -85,7 +87,8 @@ async def test_encrypted_vapid_push_is_decrypted_by_the_server(
 
 async def test_a_wrong_vapid_key_is_refused_by_the_server(push_server: WebPushTestingServer, tmp_path: Path) -> None:
     subscription = await push_server.subscribe(vapid_public_key(tmp_path / "one"))
-    transport = WebPushTransport("web", _app(), load_or_create_key(tmp_path / "other"))
+    app = _app()
+    transport = OneShot(WebPushTransport("web", app, load_or_create_key(tmp_path / "other")), app)
     try:
         result = await transport.send(_note("web"), _device(subscription, "web"))
     finally:
@@ -101,8 +104,7 @@ async def test_expired_subscription_is_pruned(push_server: WebPushTestingServer,
     app_id = f"web-{uuid.uuid4().hex[:8]}"
     app = _app()
     hook = DeadHook()
-    retry = RetryPolicy(app.max_attempts, app.backoff_base_seconds, app.backoff_max_seconds)
-    dispatcher = Dispatcher({app_id: Lane(WebPushTransport(app_id, app, key), concurrency=2, retry=retry)}, hook)
+    dispatcher = Dispatcher({app_id: Lane(WebPushTransport(app_id, app, key), Renderer(app))}, hook)
     await dispatcher.start()
     try:
         dispatcher.submit(_note(app_id), _device(subscription, app_id))
@@ -118,7 +120,8 @@ async def test_large_event_degrades_to_id_only_and_stays_under_4096(
 ) -> None:
     key = load_or_create_key(tmp_path / "data")
     subscription = await push_server.subscribe(vapid_public_key(tmp_path / "data"))
-    transport = WebPushTransport("web", _app(mode="alert+event"), key)
+    app = _app(mode="alert+event")
+    transport = OneShot(WebPushTransport("web", app, key), app)
     big = orjson.dumps({"id": "e" * 64, "content": "x" * 3950})
     try:
         result = await transport.send(

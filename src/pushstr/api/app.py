@@ -13,20 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pushstr import __version__
 from pushstr.api.errors import BodyLimit, install_error_handlers
 from pushstr.app import Service
-from pushstr.dialects import http_nip98
-from pushstr.dialects.mostro import install_mostro
 from pushstr.nostr import nip19
-from pushstr.nostr.nip98 import ReplayCache
 from pushstr.relays.endpoint import RelayEndpoint
-
-DIALECTS = ["http-nip98", "relay-endpoint"]
-
-
-def _dialects(service: Service) -> list[str]:
-    """The registration dialects this instance speaks: the built-in ones and the enabled optional ones."""
-    optional = service.settings.dialects
-    enabled = [("push-settings", optional.push_settings.enabled), ("mostro", optional.mostro.enabled)]
-    return DIALECTS + [name for name, on in enabled if on]
 
 
 def _info(service: Service) -> dict[str, Any]:
@@ -35,7 +23,8 @@ def _info(service: Service) -> dict[str, Any]:
         "version": __version__,
         "pubkey": service.keys.public_hex,
         "npub": nip19.npub_encode(service.keys.public_hex),
-        "dialects": _dialects(service),
+        "dialects": [dialect.name for dialect in service.dialects],
+        "relay_endpoint": service.settings.endpoint.enabled,
         "transports": service.delivery.transport_names,
         "apps": sorted(service.settings.apps),
         "vapid_public_key": service.delivery.vapid_public_key,
@@ -81,10 +70,10 @@ def create_app(service: Service, manage_service: bool = True) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.settings.server.max_body_bytes)
-    replay = ReplayCache(window=service.settings.registration.nip98_window_seconds)
-    app.include_router(http_nip98.build_router(service.registry, service.settings, replay))
-    if service.settings.dialects.mostro.enabled:
-        app.include_router(install_mostro(service))
+    for dialect in service.dialects:
+        router = dialect.router()
+        if router is not None:
+            app.include_router(router)
     endpoint = RelayEndpoint(service.settings.endpoint, service.pipeline.ingest)
 
     @app.get("/health", summary="Liveness")

@@ -3,53 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pushstr.dialects.routes import HTTP_ERRORS, ApiError, error_body, error_response
+
 log = logging.getLogger(__name__)
-
-HTTP_ERRORS = Counter("pushstr_http_errors_total", "HTTP error responses", ["status"])
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "bad_request",
-    429: "rate_limited",
-    500: "internal_error",
-    503: "unavailable",
-}
-
-
-class ApiError(Exception):
-    """Raise from a route to answer `status` with a JSON reason."""
-
-    def __init__(self, status: int, reason: str, code: str | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.code = code or _CODES.get(status, "error")
-
-
-def error_body(status: int, reason: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": code or _CODES.get(status, "error"), "reason": reason}
-
-
-def error_response(status: int, reason: str, code: str | None = None) -> JSONResponse:
-    HTTP_ERRORS.labels(str(status)).inc()
-    return JSONResponse(error_body(status, reason, code), status_code=status)
 
 
 def _validation_reason(exc: RequestValidationError) -> str:

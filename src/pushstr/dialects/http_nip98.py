@@ -8,31 +8,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pushstr.api.errors import ApiError
-from pushstr.config import Settings
+from pushstr.dialects.base import Dialect, DialectContext
+from pushstr.dialects.routes import ApiError, parse_body
 from pushstr.nostr import nip19, nip98
 from pushstr.nostr.errors import AuthError, NostrError
 from pushstr.nostr.event import Event
 from pushstr.nostr.keys import is_hex
-from pushstr.registry.model import Platform, Registration
+from pushstr.nostr.nip98 import ReplayCache
+from pushstr.registry.model import Mode, Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
 
-DIALECT = "http"
+DIALECT = "http-nip98"
 MAX_TOKEN_LENGTH = 4096
 MAX_KINDS = 64
 
 AUTH_FAILURES = Counter("pushstr_nip98_failures_total", "Refused NIP-98 authorizations")
 REGISTRATIONS = Counter("pushstr_http_registrations_total", "HTTP registration changes", ["action"])
 
-Kind = Annotated[int, Field(ge=0, le=65535)]
+KindNumber = Annotated[int, Field(ge=0, le=65535)]
 
 
 class RegisterBody(BaseModel):
@@ -44,8 +44,8 @@ class RegisterBody(BaseModel):
     device_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
     platform: Platform
     app: str | None = Field(None, max_length=100)
-    kinds: list[Kind] | None = Field(None, max_length=MAX_KINDS)
-    mode: Literal["silent", "alert", "alert+event", "encrypted"] | None = None
+    kinds: list[KindNumber] | None = Field(None, max_length=MAX_KINDS)
+    mode: Mode | None = None
     p256dh: str | None = Field(None, max_length=200)
     auth: str | None = Field(None, max_length=100)
     device_pubkey: str | None = Field(None, max_length=100)
@@ -70,21 +70,6 @@ def registration_view(reg: Registration) -> dict[str, Any]:
     }
 
 
-def _parse_json(body: bytes, model: type[BaseModel]) -> Any:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ApiError(400, f"{where}: {first['msg']}" if where else first["msg"]) from None
-
-
 def _validate_transport_fields(body: RegisterBody) -> None:
     if body.platform in (Platform.WEBPUSH, Platform.UNIFIEDPUSH) and not body.device_token.startswith(
         ("https://", "http://")
@@ -96,98 +81,133 @@ def _validate_transport_fields(body: RegisterBody) -> None:
         raise ApiError(400, "p256dh and auth go together")
     if body.device_pubkey is not None and not is_hex(body.device_pubkey, 64):
         raise ApiError(400, "device_pubkey must be 64 lowercase hex characters")
-    if body.mode == "encrypted" and body.device_pubkey is None:
+    if body.mode is Mode.ENCRYPTED and body.device_pubkey is None:
         raise ApiError(400, "mode 'encrypted' needs device_pubkey")
 
 
-def build_router(
-    registry: Registry,
-    settings: Settings,
-    seen: Callable[[str, int], bool],
-    clock: Callable[[], float] = time.time,
-) -> APIRouter:
-    """Routes `/register`, `/unregister` and `/registrations`."""
-    router = APIRouter(tags=["registration (HTTP + NIP-98)"])
-    window = settings.registration.nip98_window_seconds
-    default_kinds = frozenset(settings.registration.default_kinds)
+class HttpNip98(Dialect):
+    """`POST /register`, `/unregister` and `GET /registrations`, each authorized by a NIP-98 event."""
 
-    def request_url(request: Request) -> str:
-        public = settings.server.public_url
-        if public:
-            query = f"?{request.url.query}" if request.url.query else ""
-            return public.rstrip("/") + request.url.path + query
-        return str(request.url)
+    name = DIALECT
 
-    async def authenticate(request: Request, body: bytes) -> Event:
-        try:
-            return nip98.verify_authorization(
-                request.headers.get("authorization"),
-                request.method,
-                request_url(request),
-                body or None,
-                now=clock(),
-                window=window,
-                seen=seen,
+    def __init__(
+        self,
+        registry: Registry,
+        app_for: Callable[[str, str | None], str | None],
+        default_kinds: frozenset[int],
+        *,
+        window_seconds: int,
+        public_url: str | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`app_for(platform, app)` is the configured app a registration belongs to, None when `app` is unknown;
+        `public_url` is the base URL clients sign when pushstr runs behind a proxy."""
+        self._registry = registry
+        self._app_for = app_for
+        self._default_kinds = default_kinds
+        self._window = window_seconds
+        self._public_url = public_url
+        self._clock = clock
+        self._replays = ReplayCache(window=window_seconds)
+
+    def router(self) -> APIRouter:
+        """Routes `/register`, `/unregister` and `/registrations`."""
+        router = APIRouter(tags=["registration (HTTP + NIP-98)"])
+        registry = self._registry
+        clock = self._clock
+
+        def request_url(request: Request) -> str:
+            public = self._public_url
+            if public:
+                query = f"?{request.url.query}" if request.url.query else ""
+                return public.rstrip("/") + request.url.path + query
+            return str(request.url)
+
+        async def authenticate(request: Request, body: bytes) -> Event:
+            try:
+                return nip98.verify_authorization(
+                    request.headers.get("authorization"),
+                    request.method,
+                    request_url(request),
+                    body or None,
+                    now=clock(),
+                    window=self._window,
+                    seen=self._replays,
+                )
+            except AuthError as exc:
+                AUTH_FAILURES.inc()
+                raise ApiError(401, exc.reason) from None
+
+        @router.post("/register", status_code=201, summary="Register a device for a pubkey (NIP-98 signed by it)")
+        async def register(request: Request) -> JSONResponse:
+            body = await request.body()
+            auth = await authenticate(request, body)
+            data: RegisterBody = parse_body(body, RegisterBody)
+            try:
+                pubkey = nip19.parse_pubkey(data.npub)
+            except NostrError as exc:
+                raise ApiError(400, f"npub: {exc.reason}") from None
+            if pubkey != auth.pubkey:
+                AUTH_FAILURES.inc()
+                raise ApiError(401, "authorization is not signed by the npub being registered")
+            _validate_transport_fields(data)
+            app = self._app_for(data.platform, data.app)
+            if app is None:
+                raise ApiError(400, f"app: unknown app {data.app!r}")
+            registration = Registration(
+                pubkey=pubkey,
+                device_token=data.device_token,
+                platform=data.platform,
+                app=app,
+                dialect=DIALECT,
+                kinds=frozenset(data.kinds) if data.kinds else self._default_kinds,
+                created_at=clock(),
+                mode=data.mode,
+                webpush_p256dh=data.p256dh,
+                webpush_auth=data.auth,
+                device_pubkey=data.device_pubkey,
             )
-        except AuthError as exc:
-            AUTH_FAILURES.inc()
-            raise ApiError(401, exc.reason) from None
+            try:
+                await registry.add(registration)
+            except TooManyDevices as exc:
+                raise ApiError(409, str(exc)) from None
+            REGISTRATIONS.labels("register").inc()
+            return JSONResponse({"ok": True, "registration": registration_view(registration)}, status_code=201)
 
-    @router.post("/register", status_code=201, summary="Register a device for a pubkey (NIP-98 signed by it)")
-    async def register(request: Request) -> JSONResponse:
-        body = await request.body()
-        auth = await authenticate(request, body)
-        data: RegisterBody = _parse_json(body, RegisterBody)
-        try:
-            pubkey = nip19.parse_pubkey(data.npub)
-        except NostrError as exc:
-            raise ApiError(400, f"npub: {exc.reason}") from None
-        if pubkey != auth.pubkey:
-            AUTH_FAILURES.inc()
-            raise ApiError(401, "authorization is not signed by the npub being registered")
-        _validate_transport_fields(data)
-        app = settings.app_for(data.platform, data.app)
-        if app is None:
-            raise ApiError(400, f"app: unknown app {data.app!r}")
-        registration = Registration(
-            pubkey=pubkey,
-            device_token=data.device_token,
-            platform=data.platform,
-            app=app,
-            dialect=DIALECT,
-            kinds=frozenset(data.kinds) if data.kinds else default_kinds,
-            created_at=clock(),
-            mode=data.mode,
-            webpush_p256dh=data.p256dh,
-            webpush_auth=data.auth,
-            device_pubkey=data.device_pubkey,
-        )
-        try:
-            await registry.add(registration)
-        except TooManyDevices as exc:
-            raise ApiError(409, str(exc)) from None
-        REGISTRATIONS.labels("register").inc()
-        return JSONResponse({"ok": True, "registration": registration_view(registration)}, status_code=201)
+        async def unregister(request: Request) -> dict[str, Any]:
+            body = await request.body()
+            auth = await authenticate(request, body)
+            data: UnregisterBody = parse_body(body, UnregisterBody)
+            removed = await registry.remove(auth.pubkey, data.device_token)
+            if not removed:
+                raise ApiError(404, "no such device registered for this pubkey")
+            REGISTRATIONS.labels("unregister").inc()
+            return {"ok": True, "removed": 1}
 
-    async def unregister(request: Request) -> dict[str, Any]:
-        body = await request.body()
-        auth = await authenticate(request, body)
-        data: UnregisterBody = _parse_json(body, UnregisterBody)
-        removed = await registry.remove(auth.pubkey, data.device_token)
-        if not removed:
-            raise ApiError(404, "no such device registered for this pubkey")
-        REGISTRATIONS.labels("unregister").inc()
-        return {"ok": True, "removed": 1}
+        for method in ("DELETE", "POST"):
+            router.add_api_route(
+                "/unregister",
+                unregister,
+                methods=[method],
+                summary="Remove a device",
+                operation_id=f"unregister_{method}",
+            )
 
-    for method in ("DELETE", "POST"):
-        router.add_api_route(
-            "/unregister", unregister, methods=[method], summary="Remove a device", operation_id=f"unregister_{method}"
-        )
+        @router.get("/registrations", summary="The caller's registered devices (NIP-98)")
+        async def registrations(request: Request) -> dict[str, Any]:
+            auth = await authenticate(request, b"")
+            devices = registry.registrations_of(auth.pubkey)
+            return {"pubkey": auth.pubkey, "registrations": [registration_view(reg) for reg in devices]}
 
-    @router.get("/registrations", summary="The caller's registered devices (NIP-98)")
-    async def registrations(request: Request) -> dict[str, Any]:
-        auth = await authenticate(request, b"")
-        devices = registry.registrations_of(auth.pubkey)
-        return {"pubkey": auth.pubkey, "registrations": [registration_view(reg) for reg in devices]}
+        return router
 
-    return router
+
+def build(context: DialectContext) -> HttpNip98:
+    settings = context.settings
+    return HttpNip98(
+        context.registry,
+        settings.app_for,
+        frozenset(settings.registration.default_kinds),
+        window_seconds=settings.registration.nip98_window_seconds,
+        public_url=settings.server.public_url,
+    )

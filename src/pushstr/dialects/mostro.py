@@ -22,33 +22,30 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
 from pushstr import __version__
-from pushstr.api.errors import HTTP_ERRORS, error_body
-from pushstr.config import MostroDialectConfig, Settings
+from pushstr.config import MostroDialectConfig
+from pushstr.dialects.base import Dialect, DialectContext
 from pushstr.dialects.mostro_token import TokenError, decrypt_token, server_pubkey_compressed
+from pushstr.dialects.routes import HTTP_ERRORS, ApiError, error_body, json_object
 from pushstr.engine.pipeline import Submitter
 from pushstr.logutil import RateLimitedLog
 from pushstr.nostr.keys import Keys, is_hex
+from pushstr.nostr.kinds import Kind
 from pushstr.ratelimit import KeyedRateLimiter
-from pushstr.registry.model import Platform, Registration
+from pushstr.registry.model import Mode, Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
 from pushstr.transports.base import Notification
-
-if TYPE_CHECKING:
-    from pushstr.app import Service
 
 log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
 
 DIALECT = "mostro"
-GIFT_WRAP = 1059
 MAX_TOKEN_BYTES = 4096
 MAX_REGISTER_BODY = 8 * 1024
 MAX_SMALL_BODY = 1024
@@ -83,12 +80,9 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     if len(body) > limit:
         raise _BadRequest(400, "Request body too large")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise _BadRequest(400, "Invalid JSON body") from None
-    if not isinstance(data, dict):
-        raise _BadRequest(400, "Invalid JSON body")
-    return data
+        return json_object(body)
+    except ApiError:
+        raise _BadRequest(400, "Invalid JSON body") from None  # Mostro's text for both
 
 
 def _trade_pubkey(data: dict[str, Any]) -> str:
@@ -104,20 +98,22 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-class MostroApi:
-    """State behind the routes: which trade pubkeys were registered here, and the rate limiters."""
+class MostroApi(Dialect):
+    """The dialect: which trade pubkeys were registered here, the rate limiters, and the `/api` routes."""
+
+    name = DIALECT
 
     def __init__(
         self,
         registry: Registry,
         delivery: Submitter,
         keys: Keys,
-        settings: Settings,
+        config: MostroDialectConfig,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
         self._delivery = delivery
-        self._config: MostroDialectConfig = settings.dialects.mostro
+        self._config = config
         self._clock = clock
         self._keys = keys
         self.server_pubkey = server_pubkey_compressed(keys)
@@ -194,9 +190,9 @@ class MostroApi:
             platform=platform,
             app=self._config.app,
             dialect=DIALECT,
-            kinds=frozenset({GIFT_WRAP}),
+            kinds=frozenset({Kind.GIFT_WRAP}),
             created_at=now,
-            mode="silent" if privacy else None,
+            mode=Mode.SILENT if privacy else None,
             persistent=not privacy,
             expires_at=now + self._config.token_ttl_seconds if privacy else None,
         )
@@ -224,19 +220,22 @@ class MostroApi:
         for device in self.devices(pubkey):
             notification = Notification(
                 event_id=secrets.token_hex(32),  # no event behind it: a random id keeps pushes apart
-                kind=GIFT_WRAP,
+                kind=Kind.GIFT_WRAP,
                 recipient=pubkey,
                 sender=None,
                 created_at=int(self._clock()),
                 app=device.app,
-                mode="silent",
+                mode=Mode.SILENT,
                 extra={"source": "notify"},
             )
             sent += self._delivery.submit(notification, device)
         return sent
 
+    def router(self) -> APIRouter:
+        return _build_router(self)
 
-def build_router(api: MostroApi) -> APIRouter:
+
+def _build_router(api: MostroApi) -> APIRouter:
     """Routes under `/api`: health, info, status, register, unregister, notify."""
     router = APIRouter(prefix="/api", tags=["Mostro push API"])
 
@@ -302,6 +301,8 @@ def build_router(api: MostroApi) -> APIRouter:
     return router
 
 
-def install_mostro(service: Service) -> APIRouter:
-    """The Mostro routes for a running service (mounted by the API app when the dialect is enabled)."""
-    return build_router(MostroApi(service.registry, service.delivery, service.keys, service.settings))
+def build(context: DialectContext) -> MostroApi | None:
+    config = context.settings.dialects.mostro
+    if not config.enabled:
+        return None
+    return MostroApi(context.registry, context.delivery, context.keys, config)

@@ -23,38 +23,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 import orjson
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pushstr.config import PushSettingsDialectConfig, Settings
-from pushstr.engine.presence import AUTHORS_KEY, Presence
+from pushstr.config import PushSettingsDialectConfig
+from pushstr.dialects.base import Dialect, DialectContext
+from pushstr.engine.pipeline import KindHandler
+from pushstr.engine.presence import Presence
 from pushstr.logutil import RateLimitedLog, ident
+from pushstr.net.urlguard import RELAY_SCHEMES, EndpointRefused, Resolver, check_url, resolve_host
 from pushstr.nostr import nip04, nip44
 from pushstr.nostr.errors import DecryptError
 from pushstr.nostr.event import Event
 from pushstr.nostr.keys import Keys, is_hex
-from pushstr.registry.index import GROUPS_KEY
-from pushstr.registry.model import Platform, Registration
+from pushstr.nostr.kinds import Kind
+from pushstr.registry.model import NO_AUTHORS, Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
-
-if TYPE_CHECKING:
-    from pushstr.app import Service
 
 log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
 
 DIALECT = "push-settings"
-KIND = 22456
-RELAYS_KEY = "relays"
 MAX_TOKEN_LENGTH = 4096
 MAX_KINDS = 64
 MAX_LIST = 10_000
@@ -78,10 +74,10 @@ EVENTS = Counter("pushstr_push_settings_events_total", "Kind 22456 events by out
 RELAYS_REFUSED = Counter("pushstr_push_settings_relays_refused_total", "Device relays not watched", ["reason"])
 for _result in RESULTS:
     EVENTS.labels(_result)
-for _reason in ("invalid", "private", "limit"):
+for _reason in ("invalid", "refused", "limit"):
     RELAYS_REFUSED.labels(_reason)
 
-Kind = Annotated[int, Field(ge=0, le=65535)]
+KindNumber = Annotated[int, Field(ge=0, le=65535)]
 
 
 class Message(BaseModel):
@@ -89,7 +85,7 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    kinds: list[Kind] | None = Field(None, max_length=MAX_KINDS)
+    kinds: list[KindNumber] | None = Field(None, max_length=MAX_KINDS)
     device_id: str | None = Field(None, alias="deviceId", max_length=MAX_TOKEN_LENGTH)
     relays: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     groups: list[str] = Field(default_factory=list, alias="#e", max_length=MAX_LIST)
@@ -104,92 +100,79 @@ class _Job:
     message: Message
 
 
-class Rejected(ValueError):
-    """A message that is not acted on; `result` is the metric label."""
+class Ignored(ValueError):
+    """A settings message that is not acted on; `result` is the metric label."""
 
     def __init__(self, result: str, reason: str) -> None:
         super().__init__(reason)
         self.result = result
 
 
-def _is_private_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
-
-
-def _relay_host(url: str) -> str | None:
-    """The host of a usable `ws://` / `wss://` relay URL, None for anything else."""
-    if not isinstance(url, str) or len(url) > MAX_RELAY_URL or any(char.isspace() for char in url):
-        return None
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return None
-    return host if parts.scheme in ("ws", "wss") and host else None
-
-
 def _hex_list(values: Iterable[str], limit: int, what: str) -> list[str]:
     unique = list(dict.fromkeys(values))
     if len(unique) > limit:
-        raise Rejected("malformed", f"more than {limit} {what}")
+        raise Ignored("malformed", f"more than {limit} {what}")
     if not all(is_hex(value, 64) for value in unique):
-        raise Rejected("malformed", f"{what} must be 64 lowercase hex characters")
+        raise Ignored("malformed", f"{what} must be 64 lowercase hex characters")
     return unique
 
 
-class PushSettings:
+class PushSettings(Dialect):
     """Turns 22456 events into registrations, presence reports and relays to watch."""
+
+    name = DIALECT
 
     def __init__(
         self,
         keys: Keys,
         registry: Registry,
         presence: Presence,
-        settings: Settings,
+        config: PushSettingsDialectConfig,
         *,
+        app_for: Callable[[str, str | None], str | None],
+        default_kinds: Iterable[int],
+        configured_relays: Iterable[str],
         add_relay: Callable[[str], None],
         remove_relay: Callable[[str], None],
         clock: Callable[[], float] = time.time,
+        resolve: Resolver = resolve_host,
     ) -> None:
+        """`app_for(platform, None)` is the app of a platform; `configured_relays` are watched anyway, so devices
+        listing them add nothing; `add_relay`/`remove_relay` change what the relay pool connects to; `resolve` is
+        the name lookup behind the URL guard."""
         self._keys = keys
         self._server = keys.public_hex
         self._registry = registry
         self._presence = presence
-        self._config: PushSettingsDialectConfig = settings.dialects.push_settings
-        self._settings = settings
+        self._config = config
+        self._app_for = app_for
+        self._default_kinds = frozenset(default_kinds)
         self._add_relay = add_relay
         self._remove_relay = remove_relay
         self._clock = clock
-        self._configured_relays = frozenset(settings.nostr.relays)
+        self._resolve = resolve
+        self._configured_relays = frozenset(configured_relays)
         self._relay_users: dict[str, set[tuple[str, str]]] = {}
         self._device_relays: dict[tuple[str, str], tuple[str, ...]] = {}
         self._logouts: dict[str, int] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(QUEUE_SIZE)
         self._worker: asyncio.Task[None] | None = None
 
-    @property
-    def subscription_filter(self) -> dict[str, Any]:
-        """What relays are asked for: settings events addressed to this server."""
-        return {"kinds": [KIND], "#p": [self._server]}
+    def kind_handlers(self) -> Mapping[int, KindHandler]:
+        return {Kind.PUSH_SETTINGS: self.handle}
 
-    @property
-    def watched_relays(self) -> list[str]:
-        """Relays watched because devices listed them (beyond the configured ones)."""
-        return sorted(self._relay_users)
+    def relay_filters(self) -> Sequence[Mapping[str, Any]]:
+        """Settings events addressed to this server, from every relay watched."""
+        return ({"kinds": [Kind.PUSH_SETTINGS], "#p": [self._server]},)
 
     def restore(self) -> None:
         """Watch the relays of the devices loaded from the store again (call after `Registry.load`)."""
         for reg in self._registry.registrations():
             if reg.dialect == DIALECT:
-                self._set_relays(reg.key, reg.extra.get(RELAYS_KEY, "").split())
+                self._set_relays(reg.key, reg.relays)
 
     async def start(self) -> None:
+        self.restore()
         self._worker = asyncio.create_task(self._work(), name="push-settings")
 
     async def stop(self) -> None:
@@ -204,37 +187,37 @@ class PushSettings:
         try:
             message = self._open(event)
             self._queue.put_nowait(_Job(event, message))
-        except Rejected as exc:
+        except Ignored as exc:
             self._count(exc, event)
         except asyncio.QueueFull:
-            self._count(Rejected("overloaded", "too many settings events waiting"), event)
+            self._count(Ignored("overloaded", "too many settings events waiting"), event)
 
     def _open(self, event: Event) -> Message:
         if self._server not in event.p_tags:
-            raise Rejected("not_for_us", "not addressed to this server")
+            raise Ignored("not_for_us", "not addressed to this server")
         try:
             if nip44.looks_like_nip44(event.content):
                 text = nip44.decrypt_from(self._keys, event.pubkey, event.content)
             elif nip04.looks_like_nip04(event.content):
                 text = nip04.decrypt(self._keys, event.pubkey, event.content)
             else:
-                raise Rejected("undecryptable", "content is neither NIP-04 nor NIP-44")
+                raise Ignored("undecryptable", "content is neither NIP-04 nor NIP-44")
         except DecryptError as exc:
-            raise Rejected("undecryptable", exc.reason) from None
+            raise Ignored("undecryptable", exc.reason) from None
         try:
             data = orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise Rejected("malformed", "not JSON") from None
+            raise Ignored("malformed", "not JSON") from None
         if not isinstance(data, dict):
-            raise Rejected("malformed", "not a JSON object")
+            raise Ignored("malformed", "not a JSON object")
         try:
             return Message.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise Rejected("malformed", f"{where}: {first['msg']}") from None
+            raise Ignored("malformed", f"{where}: {first['msg']}") from None
 
-    def _count(self, exc: Rejected, event: Event) -> None:
+    def _count(self, exc: Ignored, event: Event) -> None:
         EVENTS.labels(exc.result).inc()
         _rate_log.info(f"22456-{exc.result}", "22456 event from %s ignored: %s", ident(event.pubkey), exc)
 
@@ -243,7 +226,7 @@ class PushSettings:
             job = await self._queue.get()
             try:
                 EVENTS.labels(await self._apply(job.event, job.message)).inc()
-            except Rejected as exc:
+            except Ignored as exc:
                 self._count(exc, job.event)
             except Exception:
                 _rate_log.warning("22456-error", "applying a 22456 event failed", exc_info=True)
@@ -255,64 +238,61 @@ class PushSettings:
             return await self._logout(pubkey, created_at)
         if message.kinds is not None:
             if not message.device_id:
-                raise Rejected("malformed", "settings without a deviceId")
+                raise Ignored("malformed", "settings without a deviceId")
             self._check_fresh(created_at)
             await self._register(event, message, message.device_id)
             if message.online is not None:
                 self._presence.report(pubkey, message.device_id, message.online == 1, created_at)
             return "settings"
         if message.online is None:
-            raise Rejected("malformed", "neither settings nor presence")
+            raise Ignored("malformed", "neither settings nor presence")
         devices = [
             reg
             for reg in self._registry.devices_for(pubkey)
             if reg.dialect == DIALECT and (not message.device_id or reg.device_token == message.device_id)
         ]
         if not devices:
-            raise Rejected("unknown_device", "presence for a device that is not registered")
+            raise Ignored("unknown_device", "presence for a device that is not registered")
         applied = [self._presence.report(pubkey, reg.device_token, message.online == 1, created_at) for reg in devices]
         if not any(applied):
-            raise Rejected("stale", "older than the presence already known")
+            raise Ignored("stale", "older than the presence already known")
         return "heartbeat" if message.online == 1 else "offline"
 
     def _check_fresh(self, created_at: int) -> None:
         if created_at < self._clock() - self._config.stale_after_seconds:
-            raise Rejected("stale", "older than the accepted window")
+            raise Ignored("stale", "older than the accepted window")
 
     async def _register(self, event: Event, message: Message, token: str) -> None:
         pubkey = event.pubkey
         if self._logouts.get(pubkey, -1) >= event.created_at:
-            raise Rejected("stale", "older than a logout")
+            raise Ignored("stale", "older than a logout")
         current = next((reg for reg in self._registry.devices_for(pubkey) if reg.device_token == token), None)
         if current is not None and current.dialect == DIALECT and current.created_at > event.created_at:
-            raise Rejected("stale", "older than the registration already known")
+            raise Ignored("stale", "older than the registration already known")
         config = self._config
         groups = _hex_list(message.groups, config.max_groups_per_device, "#e ids")
         authors = _hex_list(message.authors or (), config.max_authors_per_device, "authors")
-        relays = self._accepted_relays(message.relays)
+        relays = await self._accepted_relays(message.relays)
         platform = message.platform or Platform.ANDROID
-        app = config.app or self._settings.app_for(platform, None)
+        app = config.app or self._app_for(platform, None)
         if app is None:
-            raise Rejected("malformed", f"no app configured for platform {platform}")
-        extra = {
-            name: " ".join(values)
-            for name, values in ((GROUPS_KEY, groups), (AUTHORS_KEY, authors), (RELAYS_KEY, relays))
-            if values
-        }
+            raise Ignored("malformed", f"no app configured for platform {platform}")
         registration = Registration(
             pubkey=pubkey,
             device_token=token,
             platform=platform,
             app=app,
             dialect=DIALECT,
-            kinds=frozenset(message.kinds or self._settings.registration.default_kinds),
+            kinds=frozenset(message.kinds) if message.kinds else self._default_kinds,
             created_at=float(event.created_at),
-            extra=extra,
+            groups=tuple(groups),
+            authors=frozenset(authors) if authors else NO_AUTHORS,
+            relays=tuple(relays),
         )
         try:
             await self._registry.add(registration)
         except TooManyDevices as exc:
-            raise Rejected("too_many_devices", str(exc)) from None
+            raise Ignored("too_many_devices", str(exc)) from None
         self._set_relays(registration.key, relays)
 
     async def _logout(self, pubkey: str, created_at: int) -> str:
@@ -330,19 +310,30 @@ class PushSettings:
         if len(self._logouts) > 1000 or any(at < horizon for at in self._logouts.values()):
             self._logouts = {pubkey: at for pubkey, at in self._logouts.items() if at >= horizon}
 
-    def _accepted_relays(self, urls: list[str]) -> list[str]:
+    async def _accepted_relays(self, urls: list[str]) -> list[str]:
+        """The relays of a device's list pushstr will connect to: `ws://`/`wss://` URLs that pass the URL guard
+        (their host resolves only to public addresses, unless `allow_private_relays`), at most
+        `max_relays_per_device` of them."""
         accepted: list[str] = []
         for url in dict.fromkeys(urls):
             if len(accepted) >= self._config.max_relays_per_device:
                 RELAYS_REFUSED.labels("limit").inc()
                 continue
-            host = _relay_host(url)
-            if host is None:
+            if not isinstance(url, str) or len(url) > MAX_RELAY_URL or any(char.isspace() for char in url):
                 RELAYS_REFUSED.labels("invalid").inc()
                 continue
-            if not self._config.allow_private_relays and _is_private_host(host):
-                RELAYS_REFUSED.labels("private").inc()
-                continue
+            if url not in self._configured_relays:
+                try:
+                    await check_url(
+                        url,
+                        schemes=RELAY_SCHEMES,
+                        allow_private=self._config.allow_private_relays,
+                        resolve=self._resolve,
+                    )
+                except EndpointRefused:
+                    RELAYS_REFUSED.labels("refused").inc()
+                    _rate_log.info("22456-relay-refused", "device relay %s refused by the URL guard", ident(url))
+                    continue
             accepted.append(url)
         return accepted
 
@@ -373,16 +364,19 @@ class PushSettings:
                     self._remove_relay(url)
 
 
-def install_push_settings(service: Service) -> PushSettings:
-    """Route kind 22456 to the dialect and subscribe to it on every relay; the caller starts and stops it."""
-    dialect = PushSettings(
-        service.keys,
-        service.registry,
-        service.presence,
-        service.settings,
-        add_relay=service.pool.add_relay,
-        remove_relay=service.pool.remove_relay,
+def build(context: DialectContext) -> PushSettings | None:
+    settings = context.settings
+    config = settings.dialects.push_settings
+    if not config.enabled:
+        return None
+    return PushSettings(
+        context.keys,
+        context.registry,
+        context.presence,
+        config,
+        app_for=settings.app_for,
+        default_kinds=settings.registration.default_kinds,
+        configured_relays=settings.nostr.relays,
+        add_relay=context.add_relay,
+        remove_relay=context.remove_relay,
     )
-    service.pipeline.add_kind_handler(KIND, dialect.handle)
-    service.extra_filters.append(dialect.subscription_filter)
-    return dialect

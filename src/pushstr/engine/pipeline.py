@@ -14,13 +14,16 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 
 from pushstr.config import AppConfig
+from pushstr.delivery.render import MODES_WITH_EVENT, payload_mode
 from pushstr.engine.admission import Admission, Rejected
 from pushstr.engine.dedupe import PushedLog
 from pushstr.engine.match import DevicesFor, match_event
 from pushstr.logutil import RateLimitedLog
 from pushstr.metrics import LoopCounter
-from pushstr.nostr.event import GIFT_WRAP_KIND, Event
-from pushstr.registry.model import Registration
+from pushstr.nostr.event import Event
+from pushstr.nostr.kinds import Kind
+from pushstr.nostr.zaps import zap_sats, zap_sender
+from pushstr.registry.model import Mode, Registration
 from pushstr.transports.base import Notification
 
 log = logging.getLogger(__name__)
@@ -31,11 +34,10 @@ NOTIFICATIONS = LoopCounter(
     "pushstr_notifications",
     "Notifications handed to delivery",
     ["result"],
-    initial=[("queued",), ("dropped",), ("held_back",), ("unknown_app",)],
+    initial=[("queued",), ("dropped",), ("held_back",)],
 )
 HANDLER_ERRORS = Counter("pushstr_kind_handler_errors_total", "Kind handlers that raised", ["kind"])
-MODES_WITH_EVENT = frozenset({"alert+event", "encrypted"})
-"""Payload modes that carry the signed event, so only they pay for serializing it."""
+ALERT_MODES = frozenset({Mode.ALERT, Mode.ALERT_EVENT})
 
 
 class Submitter(Protocol):
@@ -59,12 +61,31 @@ class IngestResult:
 
 def _conversation(event: Event) -> str | None:
     """A key under which newer pushes replace older ones: the sender for DMs, the thread root for mentions."""
-    if event.kind == 4:
+    if event.kind == Kind.ENCRYPTED_DM:
         return event.pubkey
     for tag in event.tags:
         if len(tag) >= 4 and tag[0] == "e" and tag[3] == "root":
             return tag[1]
     return event.first_tag_value("e")
+
+
+def _sender(event: Event) -> str | None:
+    """Who the notification is from, for its title: nobody for a gift wrap (its author is a one-time key), the
+    zapper for a zap receipt (signed by the recipient's LNURL server), else the author."""
+    if event.kind == Kind.GIFT_WRAP:
+        return None
+    if event.kind == Kind.ZAP_RECEIPT:
+        return zap_sender(event.tags)
+    return event.pubkey
+
+
+def _zap_extra(event: Event) -> dict[str, str]:
+    """`{"sats": "N"}` for a zap receipt whose amount can be read (so alerts say "zapped you N sats" and batching
+    sums them); nothing otherwise. Notifications do not share the dict: batching builds new ones."""
+    if event.kind != Kind.ZAP_RECEIPT:
+        return {}
+    sats = zap_sats(event.tags)
+    return {"sats": str(sats)} if sats is not None else {}
 
 
 class Pipeline:
@@ -136,22 +157,21 @@ class Pipeline:
         MATCHED.inc()
         self._pushed.record(event.id)
         sent = 0
-        sender = None if event.kind == GIFT_WRAP_KIND else event.pubkey
+        sender = _sender(event)
         conversation = _conversation(event)
+        extra = _zap_extra(event)
         event_json: bytes | None = None
         for found in matches:
             device = found.device
             if self._policy is not None and not self._policy(event, device):
                 NOTIFICATIONS.inc("held_back")
                 continue
-            app = self._apps.get(device.app)
-            if app is None:
-                NOTIFICATIONS.inc("unknown_app")
-                continue
-            mode = device.mode or app.mode
+            app = self._apps.get(device.app)  # None for an app removed from the configuration: delivery drops it
+            mode = payload_mode(device, app)
             if event_json is None and mode in MODES_WITH_EVENT:
                 event_json = event.to_json()
-            preview = event.content[: app.preview_length] if event.kind == 1 and app.preview_length else None
+            length = app.preview_length if app is not None else 0
+            preview = event.content[:length] if event.kind == Kind.TEXT_NOTE and length else None
             notification = Notification(
                 event_id=event.id,
                 kind=event.kind,
@@ -164,8 +184,9 @@ class Pipeline:
                 relay=relay_url,
                 conversation=conversation,
                 preview=preview,
+                extra=extra,
             )
-            if sender is not None and self._alert_sender is not None and notification.mode.startswith("alert"):
+            if sender is not None and self._alert_sender is not None and mode in ALERT_MODES:
                 self._alert_sender(sender)
             if self._delivery.submit(notification, device):
                 NOTIFICATIONS.inc("queued")

@@ -7,7 +7,7 @@ Two rules live here, both driven by what a device told the server about itself:
   pushed. With no beat for `timeout` seconds, or after `{"online": 0}`, pushes resume. Beats are ordered by
   their event `created_at`: an older beat or offline notice never overrides a newer one, so relays delivering
   them out of order cannot flip the state back. A beat older than `timeout` is stale and ignored.
-* Sender narrowing. A registration whose `extra["authors"]` lists pubkeys only wants pushes for events by
+* Sender narrowing. A registration whose `authors` lists pubkeys only wants pushes for events by
   those authors, where the author is the real sender; a gift wrap's author is a one-time key, so gift wraps
   are never narrowed.
 
@@ -19,15 +19,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 from prometheus_client import Counter, Gauge
 
 from pushstr.nostr.event import Event
 from pushstr.registry.model import Registration
-
-AUTHORS_KEY = "authors"
-"""`Registration.extra` key: the senders (64 hex, space-separated) allowed to trigger a push, when present."""
 
 GIFT_WRAP = 1059
 DEFAULT_TIMEOUT_SECONDS = 150.0
@@ -43,11 +39,6 @@ for _reason in ("online", "author"):
 class _State:
     created_at: int  # of the event that set the state
     online_until: float  # server clock; 0 when offline
-
-
-@lru_cache(maxsize=4096)
-def _authors(text: str) -> frozenset[str]:
-    return frozenset(text.split())
 
 
 class Presence:
@@ -121,8 +112,8 @@ class Presence:
         if self._states and self.is_online(device.pubkey, device.device_token):
             HELD_BACK.labels("online").inc()
             return False
-        authors = device.extra.get(AUTHORS_KEY)
-        if authors and event.kind != GIFT_WRAP and event.pubkey not in _authors(authors):
+        authors = device.authors
+        if authors and event.kind != GIFT_WRAP and event.pubkey not in authors:
             HELD_BACK.labels("author").inc()
             return False
         return True

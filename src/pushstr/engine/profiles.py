@@ -7,19 +7,62 @@ arrives through the relay pool and later alerts show the name.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from prometheus_client import Counter
 
-from pushstr.engine.render import MemoryProfileCache, profile_name
+from pushstr.delivery.render import clip_text
 from pushstr.nostr.event import Event
+from pushstr.nostr.kinds import Kind
 
-METADATA_KIND = 0
 AUTHORS_PER_FILTER = 500
 
 PROFILES = Counter("pushstr_profiles_total", "Kind-0 profiles seen for watched senders", ["result"])
+
+
+class MemoryProfileCache:
+    """A bounded in-memory `ProfileCache` whose entries expire after `ttl` seconds (names change)."""
+
+    def __init__(self, ttl: float = 6 * 3600, max_entries: int = 50_000, clock: Callable[[], float] = time.monotonic):
+        self._ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._names: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def put(self, pubkey: str, name: str) -> None:
+        """Remember `name` for `pubkey` (hex); the oldest entry goes when the cache is full."""
+        self._names[pubkey] = (self._clock() + self._ttl, name)
+        self._names.move_to_end(pubkey)
+        while len(self._names) > self._max:
+            self._names.popitem(last=False)
+
+    def display_name(self, pubkey: str) -> str | None:
+        entry = self._names.get(pubkey)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._names[pubkey]
+            return None
+        return entry[1]
+
+
+def profile_name(metadata_json: str) -> str | None:
+    """The name to show from a kind-0 `content`: `display_name`, else `name`; None when unusable."""
+    try:
+        meta = orjson.loads(metadata_json)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    for key in ("display_name", "displayName", "name"):
+        value = meta.get(key)
+        if isinstance(value, str) and value.strip():
+            return clip_text(" ".join(value.split()), 64)
+    return None
 
 
 class ProfileWatch:
@@ -48,7 +91,7 @@ class ProfileWatch:
         """Kind-0 filters for the watched senders. `since: 0` because a current profile may be years old."""
         authors = sorted(self._authors)
         return tuple(
-            {"kinds": [METADATA_KIND], "authors": authors[index : index + AUTHORS_PER_FILTER], "since": 0}
+            {"kinds": [Kind.METADATA], "authors": authors[index : index + AUTHORS_PER_FILTER], "since": 0}
             for index in range(0, len(authors), AUTHORS_PER_FILTER)
         )
 

@@ -17,11 +17,11 @@ import orjson
 
 from pushstr.nostr.errors import InvalidEvent
 from pushstr.nostr.keys import Keys, is_hex, verify_schnorr
+from pushstr.nostr.kinds import Kind
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 _FIELDS = frozenset(("id", "pubkey", "created_at", "kind", "tags", "content", "sig"))
 _MAX_TIMESTAMP = 2**53 - 1
-GIFT_WRAP_KIND = 1059
 
 
 class KindClass(Enum):
@@ -146,7 +146,7 @@ class Event:
         """
         try:
             return verify_schnorr(
-                bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig), cache=self.kind != GIFT_WRAP_KIND
+                bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig), cache=self.kind != Kind.GIFT_WRAP
             )
         except (ValueError, TypeError):
             return False
@@ -241,7 +241,12 @@ def sign_event(
     tags: Iterable[Sequence[str]] = (),
     created_at: int | None = None,
 ) -> Event:
-    """Build and sign an event with `keys` (server AUTH events, gift wraps, test fixtures)."""
+    """Build and sign an event with `keys` (server AUTH events, gift wraps, test fixtures).
+
+    `kind` is stored as a plain int (a `Kind` member becomes its number), so the event passes the same strict
+    shape rules as one received from a relay.
+    """
+    kind = int(kind)
     tag_list = [list(tag) for tag in tags]
     when = int(time.time()) if created_at is None else created_at
     unsigned = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pushstr.nostr.event import Event, sign_event
 from pushstr.nostr.keys import Keys
+from pushstr.nostr.kinds import Kind
 
-AUTH_KIND = 22242
 MAX_CHALLENGE_LENGTH = 512
 
 
@@ -15,4 +15,4 @@ def build_auth_event(keys: Keys, relay_url: str, challenge: str, created_at: int
     The challenge is truncated defensively: a relay that sends a megabyte challenge gets no amplification.
     """
     tags = [["relay", relay_url], ["challenge", challenge[:MAX_CHALLENGE_LENGTH]]]
-    return sign_event(keys, AUTH_KIND, "", tags, created_at)
+    return sign_event(keys, Kind.CLIENT_AUTH, "", tags, created_at)

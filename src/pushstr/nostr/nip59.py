@@ -18,10 +18,10 @@ import orjson
 
 from pushstr.nostr import nip44
 from pushstr.nostr.errors import DecryptError, InvalidEvent, InvalidKey
-from pushstr.nostr.event import GIFT_WRAP_KIND, Event, compute_id, parse_event, sign_event
+from pushstr.nostr.event import Event, compute_id, parse_event, sign_event
 from pushstr.nostr.keys import Keys
+from pushstr.nostr.kinds import Kind
 
-SEAL_KIND = 13
 MAX_BACKDATE_SECONDS = 2 * 24 * 3600
 # An inner layer is always smaller than the encrypted (base64) outer layer, which the caller has bounded.
 _INNER_LIMIT = 1 << 62
@@ -110,7 +110,7 @@ def seal(sender_keys: Keys, recipient_pubkey_hex: str, rumor: Rumor) -> Event:
     if rumor.pubkey != sender_keys.public_hex:
         raise InvalidEvent("the rumor's pubkey must be the sender's")
     content = nip44.encrypt(nip44.conversation_key(sender_keys, recipient_pubkey_hex), rumor.to_json().decode())
-    return sign_event(sender_keys, SEAL_KIND, content, (), _backdated())
+    return sign_event(sender_keys, Kind.SEAL, content, (), _backdated())
 
 
 def gift_wrap(seal_event: Event, recipient_pubkey_hex: str) -> Event:
@@ -118,7 +118,7 @@ def gift_wrap(seal_event: Event, recipient_pubkey_hex: str) -> Event:
     ephemeral = Keys.generate()
     key = nip44.derive_conversation_key(ephemeral, recipient_pubkey_hex)
     content = nip44.encrypt(key, seal_event.to_json().decode())
-    return sign_event(ephemeral, GIFT_WRAP_KIND, content, [["p", recipient_pubkey_hex]], _backdated())
+    return sign_event(ephemeral, Kind.GIFT_WRAP, content, [["p", recipient_pubkey_hex]], _backdated())
 
 
 def wrap(  # noqa: PLR0917 - mirrors sign_event's positional order, which callers already use
@@ -141,7 +141,7 @@ def unwrap(keys: Keys, gift_wrap_event: Event, *, verify_wrap: bool = True) -> U
     is malformed, the seal's signature is bad, or the seal's and rumor's authors differ. Pass
     `verify_wrap=False` only when admission has already verified the wrap's id and signature.
     """
-    if gift_wrap_event.kind != GIFT_WRAP_KIND:
+    if gift_wrap_event.kind != Kind.GIFT_WRAP:
         raise InvalidEvent("not a gift wrap (kind 1059)")
     if verify_wrap:
         gift_wrap_event.verify()
@@ -151,7 +151,7 @@ def unwrap(keys: Keys, gift_wrap_event: Event, *, verify_wrap: bool = True) -> U
     except InvalidKey as exc:
         raise DecryptError(f"bad wrap pubkey: {exc.reason}") from exc
     seal_event = parse_event(nip44.decrypt(wrap_key, gift_wrap_event.content), _INNER_LIMIT)
-    if seal_event.kind != SEAL_KIND:
+    if seal_event.kind != Kind.SEAL:
         raise InvalidEvent("gift wrap does not contain a seal (kind 13)")
     seal_event.verify()
     rumor = parse_rumor(nip44.decrypt_from(keys, seal_event.pubkey, seal_event.content))

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pushstr.nostr.errors import AuthError, InvalidEvent
 from pushstr.nostr.event import Event, parse_event, sign_event
 from pushstr.nostr.keys import Keys
+from pushstr.nostr.kinds import Kind
 
-HTTP_AUTH_KIND = 27235
 MAX_HEADER_BYTES = 8 * 1024
 DEFAULT_WINDOW = 60
 _SCHEME = "nostr"
@@ -71,7 +71,7 @@ def verify_authorization(
     fill the replay cache; it returns True when the id was already used.
     """
     event = _parse_header(header)
-    if event.kind != HTTP_AUTH_KIND:
+    if event.kind != Kind.HTTP_AUTH:
         raise AuthError("wrong kind")
     if not event.has_valid_id():
         raise AuthError("event id does not match")
@@ -115,7 +115,7 @@ def build_authorization(
     tags = [["u", url], ["method", method.upper()]]
     if body:
         tags.append(["payload", hashlib.sha256(body).hexdigest()])
-    event = sign_event(keys, HTTP_AUTH_KIND, "", tags, created_at)
+    event = sign_event(keys, Kind.HTTP_AUTH, "", tags, created_at)
     return "Nostr " + base64.b64encode(event.to_json()).decode("ascii")
 
 

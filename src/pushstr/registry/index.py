@@ -14,10 +14,10 @@ Pure data structure, no I/O. It is shaped by two pressures:
 is rebuilt lazily, only for groups that changed, and stays the same object until something changes, so a
 caller can tell "nothing to re-plan" with an identity check.
 
-Groups (channels, group chats) are the second key: a registration whose `extra["groups"]` lists event ids
-(space-separated 64-hex, see `GROUPS_KEY`) is also found by `devices_for_group(id)`, for events whose `e` tags
-name the group. Few registrations have groups, so that map and its interest are kept simply: the interest is
-rebuilt from the group map when a registration with groups changed.
+Groups (channels, group chats) are the second key: a registration whose `groups` lists event ids is also found
+by `devices_for_group(id)`, for events whose `e` tags name the group. Few registrations have groups, so that map
+and its interest are kept simply: the interest is rebuilt from the group map when a registration with groups
+changed. (A registration's `authors` and `relays` are no concern of the index.)
 """
 
 from __future__ import annotations
@@ -30,12 +30,9 @@ from types import MappingProxyType
 
 from pushstr.registry.model import Platform, Registration
 
-Interest = Mapping[frozenset[int], frozenset[str]]
+KindInterest = Mapping[frozenset[int], frozenset[str]]
 
-GROUPS_KEY = "groups"
-"""`Registration.extra` key: the group/channel event ids (64 hex, space-separated) the device follows."""
-
-_EMPTY_INTEREST: Interest = MappingProxyType({})
+_EMPTY_INTEREST: KindInterest = MappingProxyType({})
 
 
 class RegistryIndex:
@@ -64,12 +61,12 @@ class RegistryIndex:
         self._groups: dict[frozenset[int], set[str]] = {}
         self._frozen: dict[frozenset[int], frozenset[str]] = {}
         self._dirty: set[frozenset[int]] = set()
-        self._interest: Interest | None = _EMPTY_INTEREST
+        self._interest: KindInterest | None = _EMPTY_INTEREST
         self._kinds: dict[frozenset[int], frozenset[int]] = {}
         self._platforms: dict[Platform, int] = {}
         self._expiry: list[tuple[float, str, str]] = []
         self._by_group: dict[str, tuple[Registration, ...]] = {}
-        self._group_interest: Interest | None = _EMPTY_INTEREST
+        self._group_interest: KindInterest | None = _EMPTY_INTEREST
 
     def __len__(self) -> int:
         return sum(self._platforms.values())
@@ -138,14 +135,14 @@ class RegistryIndex:
         if reg.expires_at is not None:
             heapq.heappush(self._expiry, (reg.expires_at, pubkey, token))
         self._regroup(pubkey, self._union(devices), self._union(updated))
-        if reg.extra or (old is not None and old.extra):
+        if reg.groups or (old is not None and old.groups):
             self._follow(old, reg)
         return old
 
     def put_many(self, registrations: Iterable[Registration]) -> None:
         """`put` each registration in turn, with the common case inlined: the loader's hot loop.
 
-        A registration without `extra` or lifetime that adds a device (rather than replacing one) only needs its
+        A registration without groups or lifetime that adds a device (rather than replacing one) only needs its
         dict entries, a platform count and, when it changes the pubkey's kind union, a move between kind
         groups. That is nearly every row of a start; the rest takes `put`, so the result is the same as
         putting one by one.
@@ -158,7 +155,7 @@ class RegistryIndex:
         platforms = self._platforms
         put = self.put
         for item in registrations:
-            if item.extra or item.expires_at is not None:
+            if item.groups or item.expires_at is not None:
                 put(item)
                 continue
             kinds = item.kinds
@@ -214,7 +211,7 @@ class RegistryIndex:
             self._by_token[device_token] = others[0] if len(others) == 1 else others
         self._count(current, -1)
         self._regroup(pubkey, self._union(devices), self._union(updated))
-        if current.extra:
+        if current.groups:
             self._follow(current, None)
         return current
 
@@ -242,7 +239,7 @@ class RegistryIndex:
                 expired.append(current)
         return expired
 
-    def interest(self) -> Interest:
+    def interest(self) -> KindInterest:
         """Kind set → pubkeys whose devices want (the union of) those kinds; each pubkey is in one group."""
         if self._interest is None:
             for kinds in self._dirty:
@@ -255,7 +252,7 @@ class RegistryIndex:
             self._interest = MappingProxyType(dict(self._frozen))
         return self._interest
 
-    def group_interest(self) -> Interest:
+    def group_interest(self) -> KindInterest:
         """Kind set → group ids whose devices want (the union of) those kinds; rebuilt only after a change."""
         if self._group_interest is None:
             kinds_of: dict[str, frozenset[int]] = {
@@ -329,6 +326,5 @@ class RegistryIndex:
 
 
 def groups_of(reg: Registration) -> frozenset[str]:
-    """The group ids a registration follows (from `extra`)."""
-    text = reg.extra.get(GROUPS_KEY)
-    return frozenset(text.split()) if text else frozenset()
+    """The group ids a registration follows, each once (a device is listed once per group)."""
+    return frozenset(reg.groups)

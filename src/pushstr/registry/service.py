@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from pushstr.logutil import ident
-from pushstr.registry.index import Interest, RegistryIndex
+from pushstr.registry.index import KindInterest, RegistryIndex
 from pushstr.registry.model import Registration
-from pushstr.store.base import Store
+from pushstr.registry.storage import Store
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Registry:
         """The devices following a group or channel (an event id in `e` tags): a hot-path lookup too."""
         return self._by_group.get(group_id, ())
 
-    def group_interest(self) -> Interest:
+    def group_interest(self) -> KindInterest:
         """Kind set → group ids to subscribe for (`#e` filters)."""
         return self._index.group_interest()
 
@@ -201,7 +201,7 @@ class Registry:
     def is_registered(self, pubkey: str) -> bool:
         return bool(self._index.devices_for(pubkey))
 
-    def interest(self) -> Interest:
+    def interest(self) -> KindInterest:
         """Kind set → pubkeys to subscribe for; the same object until a change alters it."""
         return self._index.interest()
 

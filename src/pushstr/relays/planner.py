@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-GIFTWRAP_KIND = 1059
+from pushstr.nostr.kinds import Kind
+
 _KEY_BITS = 256
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
@@ -140,7 +141,7 @@ class _Group:
 
     @property
     def giftwrap(self) -> bool:
-        return GIFTWRAP_KIND in self.kinds
+        return Kind.GIFT_WRAP in self.kinds
 
 
 def _groups(tag: str, interest: Mapping[frozenset[int], frozenset[str]]) -> dict[_Group, frozenset[str]]:
@@ -153,7 +154,7 @@ def _groups(tag: str, interest: Mapping[frozenset[int], frozenset[str]]) -> dict
     for kinds, values in interest.items():
         if not values:
             continue
-        for part in (kinds - {GIFTWRAP_KIND}, kinds & {GIFTWRAP_KIND}):
+        for part in (kinds - {Kind.GIFT_WRAP}, kinds & {Kind.GIFT_WRAP}):
             if part:
                 sources.setdefault(_Group(tag, frozenset(part)), []).append(values)
     return {group: values[0] if len(values) == 1 else frozenset().union(*values) for group, values in sources.items()}
@@ -226,7 +227,7 @@ class Planner:
         giftwrap: list[dict[str, Any]] = []
         for filter_ in extra:
             kinds = filter_.get("kinds")
-            target = giftwrap if isinstance(kinds, list | tuple) and GIFTWRAP_KIND in kinds else regular
+            target = giftwrap if isinstance(kinds, list | tuple) and Kind.GIFT_WRAP in kinds else regular
             target.append(dict(filter_))
         planned: dict[str, Subscription] = {}
         for name, filters, is_giftwrap in (("x", regular, False), ("xg", giftwrap, True)):

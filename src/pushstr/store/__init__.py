@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pushstr.store.base import Store, StoreError, UnsupportedStoreURL
+from pushstr.registry.storage import Store
+from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.sql import SqlStore
 
 __all__ = ["SqlStore", "Store", "StoreError", "UnsupportedStoreURL", "open_store"]

@@ -1,8 +1,12 @@
 """Versioned schema migrations: an ordered list of steps, each applied once, each in its own transaction.
 
-Steps are plain SQL in the subset SQLite and PostgreSQL share, frozen once released: `schema.py` describes the
-current shape for queries, while a step describes a change, so adding a column later means appending a step,
-never editing an old one. `schema_version` holds one row per applied step.
+A step is a sequence of SQL statements in the subset SQLite and PostgreSQL share and, where data must be
+reshaped in ways that subset cannot express (parsing JSON, say), Python functions run on the same connection
+inside the step's transaction. Steps are frozen once released: `schema.py` describes the current shape for
+queries, while a step describes a change, so adding a column later means appending a step, never editing an
+old one. For the same reason a Python action is written out in full here and never calls into the code that
+follows the current schema (`rows.py`): that code moves on, a released step must not. `schema_version` holds
+one row per applied step.
 
 Several processes may open the same database at once (instances sharing PostgreSQL, or a restart overlapping
 the old process on SQLite). Every step therefore runs under the database's writer lock (a transaction-scoped
@@ -13,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, text
+import orjson
+from sqlalchemy import Connection, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pushstr.store.base import StoreError
+from pushstr.store.errors import StoreError
 from pushstr.store.schema import schema_version
 
 logger = logging.getLogger(__name__)
@@ -27,11 +33,57 @@ logger = logging.getLogger(__name__)
 _PG_LOCK_KEY = 0x7075_7368_7374_72
 
 
+PythonAction = Callable[[Connection], None]
+"""A migration action in Python: given the step's (synchronous) connection, inside the step's transaction."""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
     description: str
-    statements: tuple[str, ...]
+    statements: tuple[str | PythonAction, ...]
+    """Run in order: a string is one SQL statement, a callable a `PythonAction`."""
+
+
+def _split_extra(conn: Connection) -> None:
+    """Version 2: copy `groups`, `authors` and `relays` out of each row's `extra` JSON into their own columns.
+
+    Version 1 stored them as `{"groups": "id id", "authors": "…", "relays": "…"}`, each value space-separated;
+    the new columns hold the same words single-space-joined (`authors` sorted), NULL when there are none. Other
+    keys had no reader and go with the column. A row whose `extra` is not a JSON object of strings was skipped
+    by every version 1 start, so it never had an effect; it is deleted rather than brought back without the
+    `authors` that narrowed it.
+    """
+    rows = conn.execute(text("SELECT pubkey, device_token, extra FROM registrations WHERE extra IS NOT NULL"))
+    updates: list[dict[str, str | None]] = []
+    unreadable: list[dict[str, str]] = []
+    for pubkey, device_token, extra in rows.all():
+        try:
+            value = orjson.loads(extra)
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict) or not all(isinstance(item, str) for item in value.values()):
+            unreadable.append({"pubkey": pubkey, "device_token": device_token})
+            continue
+        authors = sorted(set(value.get("authors", "").split()))
+        updates.append(
+            {
+                "pubkey": pubkey,
+                "device_token": device_token,
+                "groups": " ".join(value.get("groups", "").split()) or None,
+                "authors": " ".join(authors) or None,
+                "relays": " ".join(value.get("relays", "").split()) or None,
+            }
+        )
+    key = "pubkey = :pubkey AND device_token = :device_token"
+    if updates:
+        conn.execute(
+            text(f'UPDATE registrations SET "groups" = :groups, authors = :authors, relays = :relays WHERE {key}'),
+            updates,
+        )
+    if unreadable:
+        conn.execute(text(f"DELETE FROM registrations WHERE {key}"), unreadable)
+        logger.warning("store migration deleted %d registrations with an unreadable extra column", len(unreadable))
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -59,6 +111,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX registrations_device_token ON registrations (device_token)",
             "CREATE TABLE pushed_events (event_id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
             "CREATE INDEX pushed_events_seen_at ON pushed_events (seen_at)",
+        ),
+    ),
+    Migration(
+        2,
+        "typed groups, authors and relays columns instead of extra; dialect 'http' renamed 'http-nip98'",
+        (
+            # Quoted: GROUPS is a keyword in both databases (window frames), if not a reserved one.
+            'ALTER TABLE registrations ADD COLUMN "groups" TEXT',
+            "ALTER TABLE registrations ADD COLUMN authors TEXT",
+            "ALTER TABLE registrations ADD COLUMN relays TEXT",
+            _split_extra,
+            "ALTER TABLE registrations DROP COLUMN extra",
+            "UPDATE registrations SET dialect = 'http-nip98' WHERE dialect = 'http'",
         ),
     ),
 )
@@ -101,7 +166,10 @@ async def migrate(engine: AsyncEngine) -> int:
             if await _current_version(conn) >= step.version:
                 continue
             for statement in step.statements:
-                await conn.execute(text(statement))
+                if isinstance(statement, str):
+                    await conn.execute(text(statement))
+                else:
+                    await conn.run_sync(statement)
             await conn.execute(insert(schema_version).values(version=step.version, applied_at=time.time()))
         logger.info("store schema migrated to version %d: %s", step.version, step.description)
     return LATEST_VERSION

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
-
-from pushstr.registry.model import NO_EXTRA, Platform, Registration, stored_registration
+from pushstr.registry.model import NO_AUTHORS, Mode, Platform, Registration, stored_registration
 
 _PLATFORMS: dict[str, Platform] = {platform.value: platform for platform in Platform}
+_MODES: dict[str, Mode] = {mode.value: mode for mode in Mode}
 
-# Column order of every registration SELECT; `registration_from_row` unpacks rows in this order.
+_T = TypeVar("_T")
+
+# Column order of every registration SELECT; `RowDecoder` unpacks rows in this order.
 REGISTRATION_COLUMNS = (
     "pubkey",
     "device_token",
@@ -25,7 +26,9 @@ REGISTRATION_COLUMNS = (
     "webpush_p256dh",
     "webpush_auth",
     "device_pubkey",
-    "extra",
+    "groups",
+    "authors",
+    "relays",
 )
 
 
@@ -37,49 +40,102 @@ def _decode_kinds(text: str) -> frozenset[int]:
     return frozenset(int(part) for part in text.split(",")) if text else frozenset()
 
 
+def _encode_words(values: Sequence[str], what: str) -> str | None:
+    """The stored form of `groups`, `authors` or `relays` (see `schema.py`): space-joined, None when empty.
+
+    ValueError for a value the encoding cannot carry (empty, or containing whitespace): it would come back
+    split differently, so it is refused rather than stored wrong.
+    """
+    text = " ".join(values)
+    if text.split() != list(values):
+        raise ValueError(f"{what} must be non-empty values without whitespace to be stored")
+    return text or None
+
+
+def _decode_words(text: str) -> tuple[str, ...]:
+    # Interned: the same relay URLs and group ids recur across devices whose lists differ.
+    return tuple(map(sys.intern, text.split()))
+
+
+def _decode_authors(text: str) -> frozenset[str]:
+    return frozenset(map(sys.intern, text.split())) or NO_AUTHORS
+
+
 class RowDecoder:
     """Turns rows into registrations, sharing one object for each repeated value.
 
-    Most registrations carry one of a handful of kind sets, apps and dialects; decoding each row's copy
-    separately would keep a million equal frozensets and strings alive in the index. The caches are bounded
-    by the number of distinct values, which is small unless the data is hostile, so they are capped.
+    Most registrations carry one of a handful of kind sets, apps and dialects, and devices of one client tend to
+    list the same relays; decoding each row's copy separately would keep a million equal frozensets, tuples and
+    strings alive in the index. The caches are bounded by the number of distinct values, which is small unless
+    the data is hostile, so they are capped.
     """
 
-    __slots__ = ("_kinds",)
+    __slots__ = ("_authors", "_kinds", "_words")
 
-    _MAX_KINDS = 10_000
+    _MAX_SHARED = 10_000
 
     def __init__(self) -> None:
         self._kinds: dict[str, frozenset[int]] = {}
+        self._words: dict[str, tuple[str, ...]] = {}
+        self._authors: dict[str, frozenset[str]] = {}
 
     def kinds(self, text: str) -> frozenset[int]:
-        kinds = self._kinds.get(text)
-        if kinds is None:
-            if len(self._kinds) >= self._MAX_KINDS:
-                self._kinds.clear()
-            kinds = self._kinds[text] = _decode_kinds(text)
-        return kinds
+        return self._shared(self._kinds, text, _decode_kinds)
+
+    def words(self, text: str) -> tuple[str, ...]:
+        """A stored `groups` or `relays` list."""
+        return self._shared(self._words, text, _decode_words)
+
+    def authors(self, text: str) -> frozenset[str]:
+        return self._shared(self._authors, text, _decode_authors)
+
+    def _shared(self, cache: dict[str, _T], text: str, decode: Callable[[str], _T]) -> _T:
+        value = cache.get(text)
+        if value is None:
+            if len(cache) >= self._MAX_SHARED:
+                cache.clear()
+            value = cache[text] = decode(text)
+        return value
 
     def registrations(
         self, rows: Iterable[Sequence[Any]], skip: Callable[[Sequence[Any], ValueError], None]
     ) -> list[Registration]:
         """The registrations of a batch of rows; `skip` is told about each row this release cannot read.
 
-        The start-up hot loop: a million rows pass through here, so the common row (a known platform, an
-        already seen kind set, no `extra`) is built inline through `stored_registration`; anything else takes
-        `registration`, which validates and decodes it fully.
+        The start-up hot loop: a million rows pass through here, so the common row (a known platform and mode,
+        an already seen kind set) is built inline through `stored_registration`, its empty lists costing one
+        `is None` test each; anything else takes `registration`, which validates and decodes it fully.
         """
         decoded: list[Registration] = []
         append = decoded.append
         platforms = _PLATFORMS
+        modes = _MODES
         kinds_seen = self._kinds
+        words = self.words
+        authors_of = self.authors
         intern = sys.intern
         build = stored_registration
         for row in rows:
-            (pubkey, token, platform, app, dialect, kinds, created_at, mode, p256dh, auth, device_pubkey, extra) = row
+            (
+                pubkey,
+                token,
+                platform,
+                app,
+                dialect,
+                kinds,
+                created_at,
+                mode,
+                p256dh,
+                auth,
+                device_pubkey,
+                groups,
+                authors,
+                relays,
+            ) = row
             platform_value = platforms.get(platform)
             kind_set = kinds_seen.get(kinds)
-            if platform_value is None or kind_set is None or extra is not None:
+            mode_value = None if mode is None else modes.get(mode)
+            if platform_value is None or kind_set is None or (mode_value is None and mode is not None):
                 try:
                     append(self.registration(row))
                 except ValueError as exc:
@@ -94,22 +150,43 @@ class RowDecoder:
                     intern(dialect),
                     kind_set,
                     created_at,
-                    None if mode is None else intern(mode),
+                    mode_value,
                     p256dh,
                     auth,
                     device_pubkey,
-                    NO_EXTRA,
+                    () if groups is None else words(groups),
+                    NO_AUTHORS if authors is None else authors_of(authors),
+                    () if relays is None else words(relays),
                 )
             )
         return decoded
 
     def registration(self, row: Sequence[Any]) -> Registration:
         """Raises ValueError (or a subclass) for a row this release cannot read."""
-        (pubkey, token, platform, app, dialect, kinds, created_at, mode, p256dh, auth, device_pubkey, extra) = row
+        (
+            pubkey,
+            token,
+            platform,
+            app,
+            dialect,
+            kinds,
+            created_at,
+            mode,
+            p256dh,
+            auth,
+            device_pubkey,
+            groups,
+            authors,
+            relays,
+        ) = row
         try:
             platform_value = _PLATFORMS[platform]
         except KeyError:
             raise ValueError(f"unknown platform {platform!r}") from None
+        try:
+            mode_value = None if mode is None else _MODES[mode]
+        except KeyError:
+            raise ValueError(f"unknown mode {mode!r}") from None
         # Positional: measurably faster than keywords at a million rows; the round-trip test pins the order.
         return Registration(
             pubkey,
@@ -119,24 +196,19 @@ class RowDecoder:
             sys.intern(dialect),
             self.kinds(kinds),
             created_at,
-            None if mode is None else sys.intern(mode),
+            mode_value,
             p256dh,
             auth,
             device_pubkey,
             True,
-            _decode_extra(extra) if extra else NO_EXTRA,
+            self.words(groups) if groups else (),
+            self.authors(authors) if authors else NO_AUTHORS,
+            self.words(relays) if relays else (),
         )
 
 
-def _decode_extra(text: str) -> dict[str, str]:
-    value = orjson.loads(text)
-    if not isinstance(value, dict) or not all(isinstance(item, str) for item in value.values()):
-        raise ValueError("extra is not a JSON object of strings")
-    return value
-
-
 def registration_to_row(reg: Registration) -> dict[str, Any]:
-    """The column values of a registration; ValueError for one that must stay in memory."""
+    """The column values of a registration; ValueError for one that must stay in memory or cannot be encoded."""
     if not reg.persistent:
         raise ValueError("a registration with persistent=False must not be stored")
     if reg.expires_at is not None:
@@ -149,9 +221,11 @@ def registration_to_row(reg: Registration) -> dict[str, Any]:
         "dialect": reg.dialect,
         "kinds": encode_kinds(reg.kinds),
         "created_at": float(reg.created_at),
-        "mode": reg.mode,
+        "mode": None if reg.mode is None else str(reg.mode),
         "webpush_p256dh": reg.webpush_p256dh,
         "webpush_auth": reg.webpush_auth,
         "device_pubkey": reg.device_pubkey,
-        "extra": orjson.dumps(reg.extra).decode() if reg.extra else None,
+        "groups": _encode_words(reg.groups, "groups"),
+        "authors": _encode_words(sorted(reg.authors), "authors"),
+        "relays": _encode_words(reg.relays, "relays"),
     }

@@ -18,12 +18,16 @@ registrations = Table(
     # which lets the loader parse each distinct set once.
     Column("kinds", Text, nullable=False),
     Column("created_at", Double, nullable=False),
-    Column("mode", Text),
+    Column("mode", Text),  # a `Mode` value; NULL: the app's mode
     Column("webpush_p256dh", Text),
     Column("webpush_auth", Text),
     Column("device_pubkey", Text),
-    # JSON object, NULL when empty (the common case costs nothing to store or decode).
-    Column("extra", Text),
+    # `Registration.groups`, `.authors` and `.relays`: the values joined by single spaces (64-hex ids and relay
+    # URLs never contain whitespace; the writer refuses any that do), `authors` sorted so that equal sets give
+    # equal text. NULL when empty: most devices have none, and a NULL costs nothing to store or decode.
+    Column("groups", Text),
+    Column("authors", Text),
+    Column("relays", Text),
     PrimaryKeyConstraint("pubkey", "device_token"),
 )
 

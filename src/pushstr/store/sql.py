@@ -16,20 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, func, select, text
+from sqlalchemy import Connection, delete, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_
 
 from pushstr.logutil import RateLimitedLog, ident
 from pushstr.registry.model import Registration
-from pushstr.store.base import StoreError, UnsupportedStoreURL
+from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.migrations import migrate
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
 from pushstr.store.schema import pushed_events, registrations
@@ -45,6 +47,10 @@ PING_TIMEOUT = 5.0
 
 # Execution option marking connections whose transactions write (SQLite starts them with BEGIN IMMEDIATE).
 _WRITE = "pushstr_write"
+
+# How long a connection waits, in all, for another one that is turning a new SQLite file to WAL (see `_enable_wal`).
+_WAL_ATTEMPTS = 50
+_WAL_RETRY_SECONDS = 0.02
 
 
 def parse_store_url(url: str) -> URL:
@@ -68,9 +74,28 @@ def parse_store_url(url: str) -> URL:
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Put the file in WAL mode, waiting out another connection doing the same to a brand-new file.
+
+    Converting takes the writer lock, and SQLite answers "database is locked" at once, without calling the busy
+    handler, when a connection already reading would have to wait for it (waiting could deadlock). Only a file
+    not yet in WAL mode gets there, when several stores or processes create it together; afterwards the pragma
+    changes nothing and never contends. The pause is awaited (this runs in SQLAlchemy's async bridge), so the
+    event loop keeps running meanwhile.
+    """
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or attempt == _WAL_ATTEMPTS - 1:
+                raise
+        await_(asyncio.sleep(_WAL_RETRY_SECONDS))
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
@@ -163,19 +188,6 @@ class SqlStore:
             rows = (await conn.execute(statement)).all()
         return self._decode(rows)
 
-    async def registrations_of(self, pubkey: str) -> list[Registration]:
-        statement = select(*self._columns).where(registrations.c.pubkey == pubkey)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
-        return self._decode(rows)
-
-    async def iter_registrations(self, batch_size: int = 10_000) -> AsyncIterator[Registration]:
-        """Stream every registration, `batch_size` rows per round trip (see `iter_registration_batches`)."""
-        async with contextlib.aclosing(self.iter_registration_batches(batch_size)) as batches:
-            async for batch in batches:
-                for reg in batch:
-                    yield reg
-
     async def iter_registration_batches(self, batch_size: int = 10_000) -> AsyncGenerator[list[Registration], None]:
         """Stream every registration in lists of up to `batch_size`, one database round trip each.
 
@@ -215,12 +227,6 @@ class SqlStore:
         result = await conn.stream(select(*self._columns).execution_options(yield_per=batch_size))
         async for rows in result.partitions():
             yield rows
-
-    async def count_registrations(self) -> dict[str, int]:
-        statement = select(registrations.c.platform, func.count()).group_by(registrations.c.platform)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
-        return {platform: int(count) for platform, count in rows}
 
     async def remember_pushed(self, items: Sequence[tuple[str, int]]) -> None:
         if not items:

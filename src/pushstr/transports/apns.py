@@ -18,20 +18,24 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from pushstr.config import AppConfig
-from pushstr.engine.render import MAX_PAYLOAD_BYTES, Encrypt, ProfileCache, Rendered, render
+from pushstr.config import ApnsAppConfig
+from pushstr.net.h2client import H2Client, H2Error, H2Response, ResponseTooLarge
 from pushstr.registry.model import Registration
 from pushstr.transports import jwt_cache
-from pushstr.transports.base import Notification, SendResult
-from pushstr.transports.h2client import H2Client, H2Error, H2Response
-from pushstr.transports.http import generic, retry_after
+from pushstr.transports.base import (
+    MAX_PAYLOAD_BYTES,
+    PAYLOAD_TOO_LARGE,
+    RESPONSE_TOO_LARGE,
+    Encoded,
+    Notification,
+    Rendered,
+    SendResult,
+    TransportConfigError,
+)
+from pushstr.transports.replies import generic, retry_after
 
 PRODUCTION_URL = "https://api.push.apple.com"
 SANDBOX_URL = "https://api.sandbox.push.apple.com"
-
-
-class TransportConfigError(ValueError):
-    """An app's push credentials are missing or unusable; the message names the key."""
 
 
 def load_signing_key(app_id: str, path: Any) -> ec.EllipticCurvePrivateKey:
@@ -40,9 +44,9 @@ def load_signing_key(app_id: str, path: Any) -> ec.EllipticCurvePrivateKey:
         with open(path, "rb") as handle:
             key = load_pem_private_key(handle.read(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise TransportConfigError(f"apps.{app_id}.key_file: cannot load the APNs key: {exc}") from exc
+        raise TransportConfigError(f"apps.{app_id}.key_file", f"cannot load the APNs key: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise TransportConfigError(f"apps.{app_id}.key_file: not a P-256 (ES256) key")
+        raise TransportConfigError(f"apps.{app_id}.key_file", "not a P-256 (ES256) key")
     return key
 
 
@@ -70,8 +74,29 @@ def _is_hex_token(token: str) -> bool:
     return _HEX_TOKEN.fullmatch(token) is not None
 
 
-def _encoded_size(rendered: Rendered) -> int:
-    return len(orjson.dumps(aps_payload(rendered)))
+def delivery_headers(rendered: Rendered, urgency: str) -> dict[str, str]:
+    """Apple's push type, priority and collapse id for a payload: the rule both APNs and FCM's `apns` block follow.
+
+    Background pushes must go at priority 5; 10 wakes the device at once.
+    """
+    background = rendered.style == "silent"
+    headers = {
+        "apns-push-type": "background" if background else "alert",
+        "apns-priority": "5" if background or urgency != "high" else "10",
+    }
+    if rendered.collapse_id:
+        headers["apns-collapse-id"] = rendered.collapse_id
+    return headers
+
+
+def apns_headers(rendered: Rendered, app: ApnsAppConfig, now: float) -> dict[str, str]:
+    """The request headers of one push that do not change between attempts (the bearer token is added per attempt).
+
+    `apns-expiration` is an absolute time: fixing it when the push is built keeps a retried push from living
+    longer than `ttl_seconds`.
+    """
+    expiration = int(now) + app.ttl_seconds if app.ttl_seconds else 0
+    return {"apns-topic": app.topic, **delivery_headers(rendered, app.urgency), "apns-expiration": str(expiration)}
 
 
 class ApnsTransport:
@@ -82,29 +107,20 @@ class ApnsTransport:
     def __init__(
         self,
         app_id: str,
-        app: AppConfig,
+        app: ApnsAppConfig,
         *,
-        profiles: ProfileCache | None = None,
-        encrypt: Encrypt | None = None,
         tokens: jwt_cache.ProviderTokens = jwt_cache.SHARED,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        for key in ("key_file", "key_id", "team_id", "topic"):
-            if not getattr(app, key):
-                raise TransportConfigError(f"apps.{app_id}.{key}: required for the apns transport")
-        assert app.key_id and app.team_id and app.topic
         self._app = app
         self._key = load_signing_key(app_id, app.key_file)
-        self._key_id, self._team_id, self._topic = app.key_id, app.team_id, app.topic
-        self._profiles = profiles
-        self._encrypt = encrypt
         self._tokens = tokens
         self._clock = clock
         default = SANDBOX_URL if app.environment == "sandbox" else PRODUCTION_URL
         self._base_url = (app.base_url or default).rstrip("/")
         url = urlsplit(self._base_url)
         if url.scheme != "https" or not url.hostname or url.path or url.query:
-            raise TransportConfigError(f"apps.{app_id}.base_url: APNs is reached at an https:// origin, no path")
+            raise TransportConfigError(f"apps.{app_id}.base_url", "APNs is reached at an https:// origin, no path")
         self._client: H2Client | None = None
 
     async def start(self) -> None:
@@ -116,38 +132,31 @@ class ApnsTransport:
             await self._client.aclose()
             self._client = None
 
-    def _headers(self, rendered: Rendered, token: str) -> dict[str, str]:
-        background = rendered.style == "silent"
-        expiration = int(self._clock()) + self._app.ttl_seconds if self._app.ttl_seconds else 0
-        headers = {
-            "authorization": f"bearer {token}",
-            "apns-topic": self._topic,
-            "apns-push-type": "background" if background else "alert",
-            # Apple requires 5 for background pushes; 10 wakes the device at once.
-            "apns-priority": "5" if background or self._app.urgency != "high" else "10",
-            "apns-expiration": str(expiration),
-        }
-        if rendered.collapse_id:
-            headers["apns-collapse-id"] = rendered.collapse_id
-        return headers
+    def measure(self, rendered: Rendered, device: Registration) -> int:
+        return len(orjson.dumps(aps_payload(rendered)))
 
-    async def send(self, notification: Notification, device: Registration) -> SendResult:
+    def encode(self, notification: Notification, rendered: Rendered, device: Registration) -> Encoded | SendResult:
+        if not _is_hex_token(device.device_token):
+            return SendResult.rejected("BadDeviceToken")
+        body = orjson.dumps(aps_payload(rendered))
+        if len(body) > MAX_PAYLOAD_BYTES:
+            return SendResult.rejected(PAYLOAD_TOO_LARGE)
+        return Encoded(body, apns_headers(rendered, self._app, self._clock()))
+
+    async def send(self, encoded: Encoded, device: Registration) -> SendResult:
         if self._client is None:
             await self.start()
         assert self._client is not None
-        if not _is_hex_token(device.device_token):
-            return SendResult.rejected("BadDeviceToken")
-        rendered = render(
-            notification, device, self._app, profiles=self._profiles, encrypt=self._encrypt, measure=_encoded_size
-        )
-        body = orjson.dumps(aps_payload(rendered))
-        if len(body) > MAX_PAYLOAD_BYTES:
-            return SendResult.rejected("PayloadTooLarge")
-        token = self._tokens.token(self._team_id, self._key_id, self._key)
+        token = self._tokens.token(self._app.team_id, self._app.key_id, self._key)
         try:
             response = await self._client.request(
-                "POST", f"/3/device/{device.device_token}", headers=self._headers(rendered, token), body=body
+                "POST",
+                f"/3/device/{device.device_token}",
+                headers={"authorization": f"bearer {token}", **encoded.headers},
+                body=encoded.body,
             )
+        except ResponseTooLarge:
+            return SendResult.retry(RESPONSE_TOO_LARGE)
         except H2Error as exc:
             # No answer: APNs may never have seen the push, so it is worth another attempt.
             return SendResult.retry(f"network:{type(exc).__name__}")
@@ -169,6 +178,6 @@ class ApnsTransport:
             seconds = stamp / 1000 if isinstance(stamp, int | float) else None
             return SendResult.dead(reason or "Unregistered", status, seconds)
         if status == 403 and reason == "ExpiredProviderToken":
-            self._tokens.expired(self._team_id, self._key_id, token)
+            self._tokens.expired(self._app.team_id, self._app.key_id, token)
             return SendResult.retry(reason, status, retry_after(response))
         return generic(response, reason or f"http-{status}")

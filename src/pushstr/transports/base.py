@@ -1,12 +1,35 @@
-"""The contract between the engine and the push services."""
+"""The contract between delivery and the push services.
+
+Delivery renders a `Notification` once into a platform-neutral `Rendered` payload, the transport turns that into
+the exact bytes and headers its provider receives (`encode`, once), and every attempt resends those (`send`). A
+retry therefore never re-renders: no second NIP-44 encryption, no second profile lookup, the same bytes.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
-from pushstr.registry.model import Registration
+from pushstr.config import ConfigError
+from pushstr.registry.model import Mode, Registration
+
+#: The largest payload APNs, FCM and Web Push accept.
+MAX_PAYLOAD_BYTES = 4096
+#: The one spelling of the refusal for a payload that cannot be made to fit.
+PAYLOAD_TOO_LARGE = "payload-too-large"
+#: The one spelling of the retry for a provider reply larger than we read.
+RESPONSE_TOO_LARGE = "response-too-large"
+
+Style = Literal["silent", "alert", "encrypted"]
+
+
+class TransportConfigError(ConfigError):
+    """An app's push credentials are unusable (unreadable key, wrong key type); the message names the key."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"invalid configuration: {key}: {reason}")
 
 
 class Outcome(StrEnum):
@@ -66,13 +89,42 @@ class Notification:
     sender: str | None
     created_at: int
     app: str
-    mode: str = "silent"
+    mode: Mode = Mode.SILENT
     count: int = 1
     event_json: bytes | None = None
     relay: str | None = None
     conversation: str | None = None
     preview: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """What to show and what to hand the app, before any platform's framing.
+
+    `data` values are strings because FCM data messages allow nothing else. `collapse_id` lets a newer push
+    replace an older one of the same conversation (APNs `apns-collapse-id`, FCM `collapse_key`, Web Push
+    `Topic`); it is a digest, so it says nothing about who talks to whom.
+    """
+
+    style: Style
+    title: str | None = None
+    body: str | None = None
+    data: dict[str, str] = field(default_factory=dict)
+    collapse_id: str | None = None
+    mutable_content: bool = False
+    degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One push as its provider receives it, built once: the body and the headers that do not change per attempt.
+
+    Per-attempt parts (an APNs or FCM bearer token, a VAPID signature) are added by `Transport.send`.
+    """
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class Transport(Protocol):
@@ -84,4 +136,14 @@ class Transport(Protocol):
 
     async def close(self) -> None: ...
 
-    async def send(self, notification: Notification, device: Registration) -> SendResult: ...
+    def measure(self, rendered: Rendered, device: Registration) -> int:
+        """The size the provider's payload limit is checked against, for the 4 KB degrade rule."""
+        ...
+
+    def encode(self, notification: Notification, rendered: Rendered, device: Registration) -> Encoded | SendResult:
+        """The wire form of `rendered` for `device`, or the final result when it cannot be sent at all."""
+        ...
+
+    async def send(self, encoded: Encoded, device: Registration) -> SendResult:
+        """One attempt; called again with the same `encoded` on every retry."""
+        ...

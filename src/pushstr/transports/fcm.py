@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import jwt
@@ -19,13 +20,22 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from pushstr.config import AppConfig
-from pushstr.engine.render import MAX_PAYLOAD_BYTES, Encrypt, ProfileCache, Rendered, render
+from pushstr.config import AppConfig, FcmAppConfig
+from pushstr.net.httpclient import LazyClient, ResponseTooLarge, post_bounded
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports import metrics
-from pushstr.transports.apns import TransportConfigError, aps_payload
-from pushstr.transports.base import Notification, SendResult
-from pushstr.transports.http import LazyClient, generic, network_failure, retry_after
+from pushstr.transports.apns import aps_payload, delivery_headers
+from pushstr.transports.base import (
+    MAX_PAYLOAD_BYTES,
+    PAYLOAD_TOO_LARGE,
+    RESPONSE_TOO_LARGE,
+    Encoded,
+    Notification,
+    Rendered,
+    SendResult,
+    TransportConfigError,
+)
+from pushstr.transports.replies import generic, network_failure, retry_after
 
 FCM_URL = "https://fcm.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -47,9 +57,9 @@ class ServiceAccount:
             self.client_email: str = info["client_email"]
             self.project_id: str = info["project_id"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TransportConfigError(f"apps.{app_id}.service_account_file: unusable key file: {exc}") from exc
+            raise TransportConfigError(f"apps.{app_id}.service_account_file", f"unusable key file: {exc}") from exc
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise TransportConfigError(f"apps.{app_id}.service_account_file: private_key is not an RSA key")
+            raise TransportConfigError(f"apps.{app_id}.service_account_file", "private_key is not an RSA key")
         self.key = key
         self.key_id: str | None = info.get("private_key_id")
         self.token_uri: str = info.get("token_uri") or DEFAULT_TOKEN_URI
@@ -77,14 +87,20 @@ class AccessTokens:
             if self._token is not None and self._clock() < self._expires_at:
                 return self._token
             now = self._clock()
-            response = await client.post(
-                self._account.token_uri,
-                data={
+            form = urlencode(
+                {
                     "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
                     "assertion": self._account.assertion(int(now)),
-                },
+                }
             )
-            response.raise_for_status()
+            response = await post_bounded(
+                client,
+                self._account.token_uri,
+                content=form.encode(),
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            if response.status_code != 200:
+                raise ValueError(f"token endpoint answered {response.status_code}")
             reply = orjson.loads(response.content)
             self._token = str(reply["access_token"])
             self._expires_at = now + float(reply.get("expires_in", 3600)) - EXPIRY_MARGIN_SECONDS
@@ -110,15 +126,8 @@ def fcm_message(rendered: Rendered, device: Registration, app: AppConfig) -> dic
     if rendered.style == "alert":
         message["notification"] = {"title": rendered.title, "body": rendered.body}
     if device.platform == Platform.IOS:
-        background = rendered.style == "silent"
-        headers = {
-            "apns-push-type": "background" if background else "alert",
-            "apns-priority": "5" if background or app.urgency != "high" else "10",
-        }
-        if rendered.collapse_id:
-            headers["apns-collapse-id"] = rendered.collapse_id
         aps = aps_payload(rendered)["aps"]
-        message["apns"] = {"headers": headers, "payload": {"aps": aps}}
+        message["apns"] = {"headers": delivery_headers(rendered, app.urgency), "payload": {"aps": aps}}
     return message
 
 
@@ -127,22 +136,10 @@ class FcmTransport:
 
     name = "fcm"
 
-    def __init__(
-        self,
-        app_id: str,
-        app: AppConfig,
-        *,
-        profiles: ProfileCache | None = None,
-        encrypt: Encrypt | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if app.service_account_file is None:
-            raise TransportConfigError(f"apps.{app_id}.service_account_file: required for the fcm transport")
+    def __init__(self, app_id: str, app: FcmAppConfig, *, clock: Callable[[], float] = time.time) -> None:
         self._app = app
         self._account = ServiceAccount(app_id, app.service_account_file)
         self._tokens = AccessTokens(self._account, clock)
-        self._profiles = profiles
-        self._encrypt = encrypt
         base = (app.base_url or FCM_URL).rstrip("/")
         self._send_url = f"{base}/v1/projects/{self._account.project_id}/messages:send"
         self._http = LazyClient(ca_file=app.ca_file, timeout=app.timeout_seconds, connections=4)
@@ -153,33 +150,27 @@ class FcmTransport:
     async def close(self) -> None:
         await self._http.aclose()
 
-    def _measure(self, device: Registration) -> Callable[[Rendered], int]:
-        return lambda rendered: len(orjson.dumps(fcm_message(rendered, device, self._app)))
+    def measure(self, rendered: Rendered, device: Registration) -> int:
+        return len(orjson.dumps(fcm_message(rendered, device, self._app)))
 
-    async def send(self, notification: Notification, device: Registration) -> SendResult:
-        client = self._http.get()
-        rendered = render(
-            notification,
-            device,
-            self._app,
-            profiles=self._profiles,
-            encrypt=self._encrypt,
-            measure=self._measure(device),
-        )
+    def encode(self, notification: Notification, rendered: Rendered, device: Registration) -> Encoded | SendResult:
         message = fcm_message(rendered, device, self._app)
         if len(orjson.dumps(message)) > MAX_PAYLOAD_BYTES:
-            return SendResult.rejected("payload-too-large")
+            return SendResult.rejected(PAYLOAD_TOO_LARGE)
         body = orjson.dumps({"message": {**message, "token": device.device_token}})
+        return Encoded(body, {"content-type": "application/json"})
+
+    async def send(self, encoded: Encoded, device: Registration) -> SendResult:
+        client = self._http.get()
         try:
             token = await self._tokens.get(client)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (httpx.HTTPError, ResponseTooLarge, ValueError, KeyError, TypeError) as exc:
             return SendResult.retry(f"oauth:{type(exc).__name__}")
+        headers = {"authorization": f"Bearer {token}", **encoded.headers}
         try:
-            response = await client.post(
-                self._send_url,
-                content=body,
-                headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
-            )
+            response = await post_bounded(client, self._send_url, content=encoded.body, headers=headers)
+        except ResponseTooLarge:
+            return SendResult.retry(RESPONSE_TOO_LARGE)
         except httpx.HTTPError as exc:
             return network_failure(exc)
         return self._outcome(response, token)

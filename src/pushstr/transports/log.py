@@ -14,7 +14,7 @@ from typing import IO
 import orjson
 
 from pushstr.registry.model import Registration
-from pushstr.transports.base import Notification, SendResult
+from pushstr.transports.base import Encoded, Notification, Rendered, SendResult
 
 
 class LogTransport:
@@ -36,25 +36,29 @@ class LogTransport:
             self._file.close()
         self._file = None
 
-    async def send(self, notification: Notification, device: Registration) -> SendResult:
-        line = orjson.dumps(
-            {
-                "ts": round(time.time(), 3),
-                "app": notification.app,
-                "platform": str(device.platform),
-                "device": device.token_id,
-                "event_id": notification.event_id,
-                "kind": notification.kind,
-                "recipient": notification.recipient,
-                "mode": notification.mode,
-                "count": notification.count,
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
+    def measure(self, rendered: Rendered, device: Registration) -> int:
+        return 0  # a log line has no provider limit
+
+    def encode(self, notification: Notification, rendered: Rendered, device: Registration) -> Encoded | SendResult:
+        """The line without its timestamp, which `send` puts first when it writes."""
+        fields = {
+            "app": notification.app,
+            "platform": str(device.platform),
+            "device": device.token_id,
+            "event_id": notification.event_id,
+            "kind": notification.kind,
+            "recipient": notification.recipient,
+            "mode": str(notification.mode),
+            "count": notification.count,
+        }
+        return Encoded(orjson.dumps(fields))
+
+    async def send(self, encoded: Encoded, device: Registration) -> SendResult:
         if self._file is None:
             await self.start()
         assert self._file is not None
-        self._file.write(line)
+        # `{"ts":…,` + the encoded object without its opening brace: one JSON object per line.
+        self._file.write(b'{"ts":%.3f,%s\n' % (time.time(), encoded.body[1:]))
         if self._path == "-":
             self._file.flush()
         return SendResult.delivered()

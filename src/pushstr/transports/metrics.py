@@ -1,33 +1,11 @@
-"""Prometheus metrics for the delivery path, module-level so every transport and the dispatcher share them."""
+"""Prometheus metrics the transports count themselves: credentials minted and endpoints refused."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter
 
-OUTCOMES = Counter(
-    "pushstr_push_outcomes_total",
-    "Attempts to push, by app, transport and outcome (delivered, retry, dead, stale_dead, rejected, gave_up)",
-    ["app", "transport", "outcome"],
-)
-DROPPED = Counter(
-    "pushstr_push_dropped_total",
-    "Pushes dropped before any attempt, by app and reason (queue_full, unknown_app, shutdown)",
-    ["app", "reason"],
-)
-QUEUE_DEPTH = Gauge("pushstr_push_queue_depth", "Pushes waiting in the dispatcher queue", ["app"])
-SEND_SECONDS = Histogram(
-    "pushstr_push_send_seconds",
-    "Time of one request to a push service",
-    ["transport"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-PRUNED = Counter("pushstr_push_pruned_total", "Registrations removed because the push service said dead", ["app"])
 CREDENTIALS = Counter(
     "pushstr_push_credentials_total", "Provider credentials minted (APNs JWTs, FCM OAuth tokens)", ["transport"]
-)
-COALESCED = Counter("pushstr_push_coalesced_total", "Notifications merged into an earlier push by batching", ["app"])
-BATCH_OVERFLOW = Counter(
-    "pushstr_push_batch_overflow_total", "Notifications sent unbatched because the batcher was full", ["app"]
 )
 SSRF_REFUSED = Counter(
     "pushstr_push_ssrf_refused_total", "Web Push endpoints refused because they point inside the network", ["app"]

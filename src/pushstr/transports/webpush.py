@@ -20,15 +20,22 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pushstr.config import AppConfig
-from pushstr.engine.render import MAX_PAYLOAD_BYTES, Encrypt, ProfileCache, Rendered, render
+from pushstr.config import WebPushAppConfig
 from pushstr.logutil import RateLimitedLog
+from pushstr.net.httpclient import LazyClient, ResponseTooLarge, post_bounded
+from pushstr.net.urlguard import EndpointRefused, check_endpoint
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports import metrics
-from pushstr.transports.apns import TransportConfigError
-from pushstr.transports.base import Notification, SendResult
-from pushstr.transports.http import LazyClient, generic, network_failure
-from pushstr.transports.ssrf import EndpointRefused, check_endpoint
+from pushstr.transports.base import (
+    MAX_PAYLOAD_BYTES,
+    PAYLOAD_TOO_LARGE,
+    RESPONSE_TOO_LARGE,
+    Encoded,
+    Notification,
+    Rendered,
+    SendResult,
+)
+from pushstr.transports.replies import generic, network_failure
 from pushstr.transports.vapid import VapidSigner
 
 #: aes128gcm adds a header (16 salt + 4 rs + 1 idlen + 65 key id), a 16-byte tag and a 1-byte delimiter.
@@ -48,10 +55,6 @@ def webpush_body(rendered: Rendered) -> bytes:
     return orjson.dumps(body)
 
 
-def _encrypted_size(rendered: Rendered) -> int:
-    return len(webpush_body(rendered)) + ENCRYPTION_OVERHEAD
-
-
 def _b64decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
@@ -64,22 +67,18 @@ class WebPushTransport:
     def __init__(
         self,
         app_id: str,
-        app: AppConfig,
+        app: WebPushAppConfig,
         vapid_key: ec.EllipticCurvePrivateKey,
         *,
-        profiles: ProfileCache | None = None,
-        encrypt: Encrypt | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not app.vapid_subject or not app.vapid_subject.startswith(("mailto:", "https://")):
-            raise TransportConfigError(f"apps.{app_id}.vapid_subject: required, a mailto: or https: URL")
         self._app_id = app_id
         self._app = app
         self._signer = VapidSigner(vapid_key, app.vapid_subject, clock)
-        self._profiles = profiles
-        self._encrypt = encrypt
-        # Endpoints are spread over many hosts: HTTP/1.1 and HTTP/2 both occur.
-        self._http = LazyClient(ca_file=app.ca_file, timeout=app.timeout_seconds, connections=64)
+        # HTTP/1.1: endpoints are chosen by whoever registers, and over HTTP/2 httpx never gives back the flow-control
+        # window of a reply it stopped reading (one over the size cap), so a hostile endpoint could stall a shared
+        # connection. Over HTTP/1.1 such a connection is simply closed.
+        self._http = LazyClient(ca_file=app.ca_file, timeout=app.timeout_seconds, connections=64, http2=False)
 
     async def start(self) -> None:
         self._http.get()
@@ -87,31 +86,20 @@ class WebPushTransport:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def send(self, notification: Notification, device: Registration) -> SendResult:
-        client = self._http.get()
-        endpoint = device.device_token
-        try:
-            await check_endpoint(endpoint, self._app.allowed_hosts)
-        except EndpointRefused as exc:
-            metrics.SSRF_REFUSED.labels(self._app_id).inc()
-            _quiet.warning(f"ssrf-{self._app_id}", "refused Web Push endpoint of device %s: %s", device.token_id, exc)
-            return SendResult.rejected(f"endpoint refused: {exc}")
-        keyed = bool(device.webpush_p256dh and device.webpush_auth)
+    @staticmethod
+    def _keyed(device: Registration) -> bool:
+        return bool(device.webpush_p256dh and device.webpush_auth)
+
+    def measure(self, rendered: Rendered, device: Registration) -> int:
+        plain = len(webpush_body(rendered))
+        return plain + ENCRYPTION_OVERHEAD if self._keyed(device) else plain
+
+    def encode(self, notification: Notification, rendered: Rendered, device: Registration) -> Encoded | SendResult:
+        """The body sealed once (RFC 8291, a fresh sender key per push) and the headers that go with it."""
+        keyed = self._keyed(device)
         if not keyed and not (device.platform == Platform.UNIFIEDPUSH and self._app.allow_plaintext):
             return SendResult.rejected("endpoint has no encryption keys and plaintext is not allowed")
-        rendered = render(
-            notification,
-            device,
-            self._app,
-            profiles=self._profiles,
-            encrypt=self._encrypt,
-            measure=_encrypted_size if keyed else lambda r: len(webpush_body(r)),
-        )
-        headers = {
-            "ttl": str(self._app.ttl_seconds),
-            "urgency": self._app.urgency,
-            "authorization": self._signer.header(endpoint),
-        }
+        headers = {"ttl": str(self._app.ttl_seconds), "urgency": self._app.urgency}
         if rendered.collapse_id:
             headers["topic"] = rendered.collapse_id
         body = webpush_body(rendered)
@@ -125,9 +113,24 @@ class WebPushTransport:
         else:
             headers["content-type"] = "application/json"
         if len(body) > MAX_PAYLOAD_BYTES:
-            return SendResult.rejected("payload too large")
+            return SendResult.rejected(PAYLOAD_TOO_LARGE)
+        return Encoded(body, headers)
+
+    async def send(self, encoded: Encoded, device: Registration) -> SendResult:
+        """One POST, after the endpoint passed the URL guard (again: its DNS answer may have changed)."""
+        client = self._http.get()
+        endpoint = device.device_token
         try:
-            response = await client.post(endpoint, content=body, headers=headers)
+            await check_endpoint(endpoint, self._app.allowed_hosts)
+        except EndpointRefused as exc:
+            metrics.SSRF_REFUSED.labels(self._app_id).inc()
+            _quiet.warning(f"ssrf-{self._app_id}", "refused Web Push endpoint of device %s: %s", device.token_id, exc)
+            return SendResult.rejected(f"endpoint refused: {exc}")
+        headers = {**encoded.headers, "authorization": self._signer.header(endpoint)}
+        try:
+            response = await post_bounded(client, endpoint, content=encoded.body, headers=headers)
+        except ResponseTooLarge:
+            return SendResult.retry(RESPONSE_TOO_LARGE)
         except httpx.HTTPError as exc:
             return network_failure(exc)
         status = response.status_code

@@ -1,19 +1,19 @@
-"""The delivery entry point the service wires in: batcher → dispatcher → one transport per configured app."""
+"""The delivery stage the service wires in: batcher → render once → dispatcher → one transport per configured app."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-from pushstr.config import AppConfig, Settings
-from pushstr.engine.batch import Batcher, Timing
-from pushstr.engine.render import Encrypt, MemoryProfileCache, ProfileCache
+from pushstr.config import AnyAppConfig, ApnsAppConfig, FcmAppConfig, Settings, WebPushAppConfig
+from pushstr.delivery.batch import Batcher, Timing
+from pushstr.delivery.dispatcher import Dispatcher, Lane, OnDead
+from pushstr.delivery.render import Encrypt, ProfileCache, Renderer
 from pushstr.nostr.keys import Keys
 from pushstr.registry.model import Registration
-from pushstr.transports import metrics, vapid
+from pushstr.transports import vapid
 from pushstr.transports.apns import ApnsTransport
 from pushstr.transports.base import Notification, Transport
-from pushstr.transports.dispatcher import Dispatcher, Lane, OnDead, RetryPolicy
 from pushstr.transports.fcm import FcmTransport
 from pushstr.transports.log import LogTransport
 from pushstr.transports.webpush import WebPushTransport
@@ -24,15 +24,13 @@ class Delivery:
 
     def __init__(
         self,
-        batcher_timings: dict[str, Timing],
+        batcher_timings: Mapping[str, Timing],
         dispatcher: Dispatcher,
-        transports: dict[str, Transport],
+        transports: Mapping[str, Transport],
         *,
         vapid_public_key: str | None = None,
         clock: Callable[[], float] = time.monotonic,
-        profiles: ProfileCache | None = None,
     ) -> None:
-        self.profiles: ProfileCache = profiles if profiles is not None else MemoryProfileCache()
         self._dispatcher = dispatcher
         self._transports = transports
         self._vapid_public_key = vapid_public_key
@@ -63,25 +61,12 @@ class Delivery:
         A notification held by the batcher counts as taken: it goes out when its window ends (a full queue
         then drops it, counted, as it would have dropped it now).
         """
-        if notification.app not in self._transports:
-            metrics.DROPPED.labels(notification.app, "unknown_app").inc()
-            return False
         return self._batcher.submit(notification, device)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Send what the batcher holds and what is queued (up to `timeout` seconds), then stop."""
         await self._batcher.close()
         await self._dispatcher.close(timeout)
-
-
-def _lane(transport: Transport, app: AppConfig) -> Lane:
-    return Lane(
-        transport=transport,
-        queue_size=app.queue_size,
-        concurrency=app.concurrency,
-        timeout_seconds=app.timeout_seconds,
-        retry=RetryPolicy(app.max_attempts, app.backoff_base_seconds, app.backoff_max_seconds),
-    )
 
 
 def nip44_encrypter(keys: Keys) -> Encrypt:
@@ -95,18 +80,16 @@ def nip44_encrypter(keys: Keys) -> Encrypt:
     return encrypt
 
 
-def build_transport(
-    app_id: str, app: AppConfig, settings: Settings, keys: Keys, profiles: ProfileCache | None = None
-) -> Transport:
-    """The transport for one configured app (`build_delivery` shares one log transport among log apps)."""
-    if app.transport == "webpush":
-        vapid_key = vapid.load_or_create_key(settings.server.data_dir)
-        return WebPushTransport(app_id, app, vapid_key, profiles=profiles, encrypt=nip44_encrypter(keys))
-    if app.transport == "apns":
-        return ApnsTransport(app_id, app, profiles=profiles, encrypt=nip44_encrypter(keys))
-    if app.transport == "fcm":
-        return FcmTransport(app_id, app, profiles=profiles, encrypt=nip44_encrypter(keys))
-    return LogTransport(settings.transports.log.path)
+def build_transport(app_id: str, app: AnyAppConfig, settings: Settings, log: LogTransport) -> Transport:
+    """The transport of one configured app; every log app shares `log`. Raises TransportConfigError (a
+    ConfigError naming the key) when the app's credentials cannot be loaded."""
+    if isinstance(app, WebPushAppConfig):
+        return WebPushTransport(app_id, app, vapid.load_or_create_key(settings.server.data_dir))
+    if isinstance(app, ApnsAppConfig):
+        return ApnsTransport(app_id, app)
+    if isinstance(app, FcmAppConfig):
+        return FcmTransport(app_id, app)
+    return log
 
 
 def build_delivery(
@@ -117,18 +100,17 @@ def build_delivery(
 ) -> Delivery:
     """Everything between the engine and the push services, built from the settings (not started).
 
-    `profiles` supplies display names for alert titles; without it the Delivery keeps its own cache
-    (`Delivery.profiles`) for the engine to fill from kind-0 events.
+    `profiles` supplies display names for alert titles (the engine fills it from kind-0 events).
     """
-    names = profiles if profiles is not None else MemoryProfileCache()
-    log_transport = LogTransport(settings.transports.log.path)
-    transports: dict[str, Transport] = {
-        app_id: log_transport if app.transport == "log" else build_transport(app_id, app, settings, keys, names)
+    log = LogTransport(settings.transports.log.path)
+    transports = {app_id: build_transport(app_id, app, settings, log) for app_id, app in settings.apps.items()}
+    encrypt = nip44_encrypter(keys)
+    hook: OnDead = on_dead
+    lanes = {
+        app_id: Lane(transports[app_id], Renderer(app, profiles=profiles, encrypt=encrypt))
         for app_id, app in settings.apps.items()
     }
-    hook: OnDead = on_dead
-    dispatcher = Dispatcher({app_id: _lane(transports[app_id], app) for app_id, app in settings.apps.items()}, hook)
     timings = {app_id: Timing(app.batch_window_seconds, app.cooldown_seconds) for app_id, app in settings.apps.items()}
-    uses_webpush = any(app.transport == "webpush" for app in settings.apps.values())
+    uses_webpush = any(isinstance(app, WebPushAppConfig) for app in settings.apps.values())
     public = vapid.vapid_public_key(settings.server.data_dir) if uses_webpush else None
-    return Delivery(timings, dispatcher, transports, vapid_public_key=public, profiles=names)
+    return Delivery(timings, Dispatcher(lanes, hook), transports, vapid_public_key=public)

@@ -1,9 +1,11 @@
-"""Rendering: Notification + Registration + app settings → a platform-neutral payload. Pure; no I/O.
+"""Rendering, once per (notification, device): a platform-neutral payload, then its transport's wire form.
 
-Each transport maps a `Rendered` onto its wire format (APNs `aps`, FCM `message`, a Web Push body) and passes its
-own `measure` so the 4 KB rule is checked against the bytes that will really be sent.
+`render` is pure. It degrades the payload until the transport's own `measure` of it fits the 4 KB limit, so the
+rule is checked against the bytes that will really be sent. `Renderer` binds one app's settings, the display
+names and the device-key encryption, and asks the transport to `encode` the result; delivery queues what comes
+out, and retries resend exactly that.
 
-Modes, chosen per app and overridable per registration:
+Modes, chosen per app and overridable per registration (`payload_mode`, the one place that decides):
 
 - `silent`: wake the app and say nothing. No event id, no kind, no identity: the app syncs from its relays.
 - `alert`: a visible notification. Title: the sender's display name (kind-0 cache) or a short npub; body by kind.
@@ -16,47 +18,32 @@ Modes, chosen per app and overridable per registration:
 from __future__ import annotations
 
 import hashlib
-import re
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
 from pushstr.config import AppConfig
-from pushstr.registry.model import Registration
-from pushstr.transports.base import Notification
+from pushstr.registry.model import Mode, Registration
+from pushstr.transports.base import MAX_PAYLOAD_BYTES, Encoded, Notification, Rendered, SendResult, Transport
 
-#: The largest payload APNs, FCM and Web Push accept.
-MAX_PAYLOAD_BYTES = 4096
 #: Plaintext sizes (bytes) an `encrypted` payload is padded to; the largest still fits 4 KB once encrypted.
 SIZE_CLASSES = (512, 1024, 2048)
 #: Shown by iOS until the app's extension replaces it with the decrypted text.
 ENCRYPTED_PLACEHOLDER = "New notification"
+#: Modes whose payload carries the signed event, so only they pay for serializing it.
+MODES_WITH_EVENT = frozenset({Mode.ALERT_EVENT, Mode.ENCRYPTED})
 
-Style = Literal["silent", "alert", "encrypted"]
-Measure = Callable[["Rendered"], int]
+Measure = Callable[[Rendered], int]
 Encrypt = Callable[[str, str], str]
 
 
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """What to show and what to hand the app, before any platform's framing.
-
-    `data` values are strings because FCM data messages allow nothing else. `collapse_id` lets a newer push
-    replace an older one of the same conversation (APNs `apns-collapse-id`, FCM `collapse_key`, Web Push
-    `Topic`); it is a digest, so it says nothing about who talks to whom.
-    """
-
-    style: Style
-    title: str | None = None
-    body: str | None = None
-    data: dict[str, str] = field(default_factory=dict)
-    collapse_id: str | None = None
-    mutable_content: bool = False
-    degraded: bool = False
+def payload_mode(device: Registration, app: AppConfig | None) -> Mode:
+    """The mode of a device's pushes: the registration's choice, else its app's (silent for an unknown app)."""
+    if device.mode is not None:
+        return device.mode
+    return app.mode if app is not None else Mode.SILENT
 
 
 class ProfileCache(Protocol):
@@ -65,96 +52,12 @@ class ProfileCache(Protocol):
     def display_name(self, pubkey: str) -> str | None: ...
 
 
-class MemoryProfileCache:
-    """A bounded in-memory `ProfileCache` whose entries expire after `ttl` seconds (names change)."""
-
-    def __init__(self, ttl: float = 6 * 3600, max_entries: int = 50_000, clock: Callable[[], float] = time.monotonic):
-        self._ttl = ttl
-        self._max = max_entries
-        self._clock = clock
-        self._names: OrderedDict[str, tuple[float, str]] = OrderedDict()
-
-    def put(self, pubkey: str, name: str) -> None:
-        """Remember `name` for `pubkey` (hex); the oldest entry goes when the cache is full."""
-        self._names[pubkey] = (self._clock() + self._ttl, name)
-        self._names.move_to_end(pubkey)
-        while len(self._names) > self._max:
-            self._names.popitem(last=False)
-
-    def display_name(self, pubkey: str) -> str | None:
-        entry = self._names.get(pubkey)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock():
-            del self._names[pubkey]
-            return None
-        return entry[1]
-
-
-def profile_name(metadata_json: str) -> str | None:
-    """The name to show from a kind-0 `content`: `display_name`, else `name`; None when unusable."""
-    try:
-        meta = orjson.loads(metadata_json)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(meta, dict):
-        return None
-    for key in ("display_name", "displayName", "name"):
-        value = meta.get(key)
-        if isinstance(value, str) and value.strip():
-            return _clip(" ".join(value.split()), 64)
-    return None
-
-
 def short_npub(pubkey_hex: str) -> str:
     """`npub1abcd…wxyz`: recognisable, short enough for a notification title."""
     from pushstr.nostr.nip19 import npub_encode
 
     npub = npub_encode(pubkey_hex)
     return f"{npub[:9]}…{npub[-4:]}"
-
-
-_BOLT11_AMOUNT = re.compile(r"^ln(?:bcrt|bc|tbs|tb|sb)(\d+)([munp]?)$")
-_MSAT_PER_UNIT = {"": 100_000_000_000, "m": 100_000_000, "u": 100_000, "n": 100}
-
-
-def bolt11_msat(invoice: str) -> int | None:
-    """Amount of a BOLT-11 invoice in millisatoshis from its human-readable part; None without an amount."""
-    hrp = invoice.strip().lower().rpartition("1")[0]
-    match = _BOLT11_AMOUNT.match(hrp)
-    if match is None:
-        return None
-    digits, unit = match.groups()
-    if unit == "p":
-        return int(digits) // 10
-    return int(digits) * _MSAT_PER_UNIT[unit]
-
-
-def zap_sats(receipt: Mapping[str, Any]) -> int | None:
-    """Sats of a zap receipt (kind 9735): the `amount` tag of the zap request in `description`, else the bolt11.
-
-    The zap request's amount is what the sender meant to send; the invoice is the fallback when a wallet left
-    the request without one.
-    """
-    tags = [tag for tag in receipt.get("tags", []) if isinstance(tag, list) and len(tag) >= 2]
-    for tag in tags:
-        if tag[0] == "description" and isinstance(tag[1], str):
-            try:
-                request = orjson.loads(tag[1])
-            except orjson.JSONDecodeError:
-                break
-            for inner in request.get("tags", []) if isinstance(request, dict) else []:
-                if isinstance(inner, list) and len(inner) >= 2 and inner[0] == "amount":
-                    try:
-                        return int(inner[1]) // 1000
-                    except (TypeError, ValueError):
-                        break
-            break
-    for tag in tags:
-        if tag[0] == "bolt11" and isinstance(tag[1], str):
-            msat = bolt11_msat(tag[1])
-            return None if msat is None else msat // 1000
-    return None
 
 
 _ONE = {4: "Encrypted message", 1059: "Encrypted message", 7: "reacted to your note", 6: "reposted your note"}
@@ -172,7 +75,7 @@ def alert_body(notification: Notification, preview_length: int) -> str:
             return f"{count} zaps, {sats} sats" if sats else f"{count} zaps"
         return f"{count} {_MANY.get(kind, 'new notifications')}"
     if kind == 1:
-        preview = _clip(" ".join((notification.preview or "").split()), preview_length)
+        preview = clip_text(" ".join((notification.preview or "").split()), preview_length)
         return f"mentioned you: {preview}" if preview else "mentioned you"
     if kind == 9735:
         return f"zapped you {sats} sats" if sats else "zapped you"
@@ -199,20 +102,20 @@ def render(
 ) -> Rendered:
     """The payload for `notification` on `device`, degraded until `measure(payload) <= limit`.
 
-    The mode is the registration's when it chose one, else the app's (`Notification.mode` is informational).
+    The mode is `payload_mode(device, app)` (`Notification.mode` is informational).
 
     `encrypt(device_pubkey_hex, plaintext)` is NIP-44 to the device key with the server's keys bound in; without
     it, or without a device key, the `encrypted` mode falls back to `silent` rather than leak anything.
     """
-    mode = device.mode or app.mode
+    mode = payload_mode(device, app)
     collapse = collapse_id(notification)
-    if mode == "encrypted":
+    if mode is Mode.ENCRYPTED:
         if encrypt is not None and device.device_pubkey:
             return _encrypted(
                 notification, device.device_pubkey, encrypt, collapse=collapse, measure=measure, limit=limit
             )
-        mode = "silent"
-    if mode not in ("alert", "alert+event"):
+        mode = Mode.SILENT
+    if mode not in (Mode.ALERT, Mode.ALERT_EVENT):
         return Rendered("silent", data={"count": str(notification.count)}, collapse_id=collapse)
     name = profiles.display_name(notification.sender) if profiles and notification.sender else None
     if name is None and notification.sender:
@@ -220,7 +123,7 @@ def render(
     title = name or "Nostr"
     body = alert_body(notification, app.preview_length)
     ids = {"event_id": notification.event_id, "kind": str(notification.kind), "count": str(notification.count)}
-    if mode == "alert":
+    if mode is Mode.ALERT:
         return Rendered("alert", title, body, ids, collapse)
     if notification.event_json is not None:
         full = Rendered("alert", title, body, {**ids, "event": notification.event_json.decode()}, collapse, True)
@@ -282,7 +185,28 @@ def _padded(inner: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _clip(text: str, length: int) -> str:
+def clip_text(text: str, length: int) -> str:
     if length <= 0:
         return ""
     return text if len(text) <= length else text[: length - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Renderer:
+    """Renders one app's pushes: its payload settings, the names to show and the encryption to device keys."""
+
+    app: AppConfig
+    profiles: ProfileCache | None = None
+    encrypt: Encrypt | None = None
+
+    def encode(self, notification: Notification, device: Registration, transport: Transport) -> Encoded | SendResult:
+        """The push as `transport` will send it on every attempt, or the final result when it cannot be sent."""
+        rendered = render(
+            notification,
+            device,
+            self.app,
+            profiles=self.profiles,
+            encrypt=self.encrypt,
+            measure=lambda candidate: transport.measure(candidate, device),
+        )
+        return transport.encode(notification, rendered, device)

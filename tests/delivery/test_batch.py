@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pushstr.engine.batch import Batcher, Coalescer, Timing, merge
+from pushstr.delivery.batch import Batcher, Coalescer, Timing, merge
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports.base import Notification
 

@@ -1,4 +1,4 @@
-"""The store interface: what the registry and the dedupe need to survive a restart.
+"""The storage interface the registry and the dedupe write through; `pushstr.store` implements it.
 
 The hot path never reads the store; it reads the in-memory index the registry rebuilds from
 `iter_registration_batches` at start. So the interface is shaped for rare writes, one streaming read at start, and a
@@ -11,14 +11,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from pushstr.registry.model import Registration
-
-
-class StoreError(Exception):
-    """The store cannot be used as configured (bad URL, schema from a newer release, …)."""
-
-
-class UnsupportedStoreURL(StoreError, ValueError):
-    """The store URL names a database pushstr does not support."""
 
 
 class Store(Protocol):
@@ -36,7 +28,8 @@ class Store(Protocol):
     async def save_registration(self, reg: Registration) -> None:
         """Insert or replace the registration keyed by (pubkey, device_token).
 
-        Raises ValueError for a memory-only registration (`persistent=False` or an `expires_at`).
+        Raises ValueError for a memory-only registration (`persistent=False` or an `expires_at`), and for one
+        whose `groups`, `authors` or `relays` hold an empty value or one with whitespace (see `store.schema`).
         """
 
     async def delete_registration(self, pubkey: str, device_token: str) -> bool:
@@ -45,17 +38,8 @@ class Store(Protocol):
     async def delete_token(self, device_token: str) -> list[Registration]:
         """Delete a device token under every pubkey; the registrations that were deleted."""
 
-    async def registrations_of(self, pubkey: str) -> list[Registration]:
-        """Every stored registration of one pubkey."""
-
-    def iter_registrations(self, batch_size: int = 10_000) -> AsyncIterator[Registration]:
-        """Every stored registration, fetched `batch_size` rows at a time."""
-
     def iter_registration_batches(self, batch_size: int = 10_000) -> AsyncIterator[list[Registration]]:
         """Every stored registration, in lists of up to `batch_size`: the start-up read, with no per-row await."""
-
-    async def count_registrations(self) -> dict[str, int]:
-        """Number of stored registrations per platform."""
 
     async def remember_pushed(self, items: Sequence[tuple[str, int]]) -> None:
         """Record (event_id, seen_at) pairs; an id already recorded keeps its first `seen_at`."""

@@ -6,15 +6,12 @@ import orjson
 import pytest
 
 from pushstr.config import AppConfig
-from pushstr.engine.render import (
+from pushstr.delivery.render import (
     SIZE_CLASSES,
-    MemoryProfileCache,
     Rendered,
-    bolt11_msat,
-    profile_name,
     render,
-    zap_sats,
 )
+from pushstr.engine.profiles import MemoryProfileCache, profile_name
 from pushstr.nostr import nip44
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip19 import npub_encode
@@ -153,34 +150,3 @@ def test_collapse_id_is_per_conversation_and_opaque() -> None:
     assert one == _render(_note(conversation="dm-1", event_id="f" * 64), app).collapse_id
     assert one != _render(_note(conversation="dm-2"), app).collapse_id
     assert _render(_note(), app).collapse_id is None
-
-
-def _receipt(tags: list[list[str]]) -> dict[str, object]:
-    return {"kind": 9735, "tags": tags}
-
-
-def test_zap_amount_from_request_then_bolt11() -> None:
-    request = orjson.dumps({"kind": 9734, "tags": [["amount", "21000"], ["p", RECIPIENT]]}).decode()
-    assert zap_sats(_receipt([["bolt11", "lnbc50u1pxyz"], ["description", request]])) == 21
-    no_amount = orjson.dumps({"kind": 9734, "tags": [["p", RECIPIENT]]}).decode()
-    assert zap_sats(_receipt([["description", no_amount], ["bolt11", "lnbc50u1pxyz"]])) == 5000
-    assert zap_sats(_receipt([["description", "{bad"], ["bolt11", "lnbc2500n1pxyz"]])) == 250
-    assert zap_sats(_receipt([])) is None
-
-
-@pytest.mark.parametrize(
-    ("invoice", "msat"),
-    [
-        ("lnbc1m1pabc", 100_000_000),
-        ("lnbc10u1pabc", 1_000_000),
-        ("lnbc100n1pabc", 10_000),
-        ("lnbc10p1pabc", 1),
-        ("lnbc21pabc", 200_000_000_000),  # hrp "lnbc2": 2 BTC; the last "1" separates the data
-        ("lntb5u1pabc", 500_000),
-        ("lnbcrt1u1pabc", 100_000),
-        ("lnbc1pvjluez", None),
-        ("nonsense", None),
-    ],
-)
-def test_bolt11_amounts(invoice: str, msat: int | None) -> None:
-    assert bolt11_msat(invoice) == msat

@@ -11,6 +11,9 @@ Behaviour callers rely on:
 - No more streams are opened than the server's MAX_CONCURRENT_STREAMS allows; extra requests wait for a slot.
 - Request bodies respect flow control (sent as the server's windows allow).
 - Every request has a deadline; on expiry its stream is reset and `RequestTimeout` raised.
+- A response body is kept up to a cap (`MAX_RESPONSE_BYTES` unless set): one byte more and its stream is reset and
+  `ResponseTooLarge` raised, while the connection and the other streams on it go on. Header blocks over 64 KiB
+  are refused; HPACK state is shared by the whole connection, so that fails all of it (`ConnectionLost`).
 - Failures are `H2Error`s. `StreamRefused` means the server guarantees it did not process the request (GOAWAY
   above its last stream id, or RST_STREAM REFUSED_STREAM), so resending is safe; the others leave it unknown.
 
@@ -37,7 +40,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from pushstr.transports.hpack_encoder import HeaderEncoder
+from pushstr.net.hpack_encoder import HeaderEncoder
 
 #: h2's outbound header validation and normalisation cost about a third of sending a request, and normalisation
 #: marks `authorization` never-indexed, so a provider token (hundreds of bytes) would be Huffman-coded anew on
@@ -48,8 +51,18 @@ from pushstr.transports.hpack_encoder import HeaderEncoder
 _CONFIG = h2.config.H2Configuration(
     client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
 )
+#: Response body bytes kept per request by default. Provider replies are a status and at most a small JSON error;
+#: anything longer is not one, and a server (or whoever stands in for it) must not make us buffer without bound.
+MAX_RESPONSE_BYTES = 64 * 1024
 #: Receive window we grant the server for the connection as a whole: responses never wait on our acknowledgements.
+#: It stays large although bodies are capped: it is shared by every stream in flight (hundreds of small replies at
+#: once), and received data is acknowledged as it arrives, so memory is bounded by the per-stream cap, not by this.
 _CONNECTION_WINDOW = 1 << 24
+#: Largest decoded header block we accept (advertised as SETTINGS_MAX_HEADER_LIST_SIZE and enforced by the
+#: decoder): provider replies carry a handful of short headers.
+_MAX_HEADER_LIST_SIZE = 64 * 1024
+#: The largest flow-control window HTTP/2 allows.
+_MAX_WINDOW = (1 << 31) - 1
 #: Requests of one loop turn written together at most (see `_Connection._flush_soon`).
 _WRITE_BATCH = 8
 
@@ -82,6 +95,19 @@ class ClientClosed(H2Error):
     """The client was closed (`aclose`)."""
 
 
+class ResponseTooLarge(H2Error):
+    """The response body went over the client's cap; the rest was not read (the stream was reset).
+
+    The server did get the request and may have acted on it. `status` is the response's status code (None if the
+    body came without one). The same exception is raised by `pushstr.net.httpclient.post_bounded`.
+    """
+
+    def __init__(self, limit: int, status: int | None = None) -> None:
+        super().__init__(f"response body over {limit} bytes" + (f" (status {status})" if status else ""))
+        self.limit = limit
+        self.status = status
+
+
 #: Which error (if any) a stream id in flight should fail with.
 _ErrorFor = Callable[[int], H2Error | None]
 
@@ -105,6 +131,19 @@ class _Stream:
     window: asyncio.Future[None] | None = None
 
 
+def _local_settings(defaults: h2.settings.Settings, max_body: int) -> h2.settings.Settings:
+    """h2's settings with our limits, for the connection preface (set before it, so no SETTINGS round trip).
+
+    The stream window is one byte over the body cap: a body within the cap never waits for a WINDOW_UPDATE, and
+    one byte more shows it is too large. So the server cannot send much more on a stream before our reset reaches
+    it (the window plus what we acknowledged while the body was within the cap), whatever the body's size.
+    """
+    values = {h2.settings.SettingCodes(code): value for code, value in defaults.items()}
+    values[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = min(max_body + 1, _MAX_WINDOW)
+    values[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] = _MAX_HEADER_LIST_SIZE
+    return h2.settings.Settings(client=True, initial_values=values)
+
+
 class _Unusable(Exception):
     """The connection takes no new streams (lost or GOAWAY) before this request got one: try a fresh connection."""
 
@@ -112,10 +151,13 @@ class _Unusable(Exception):
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection: owns the `h2` state machine and the streams in flight on it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
         self._loop = loop
+        self._max_body = max_body
         self._h2 = h2.connection.H2Connection(_CONFIG)
         self._h2.encoder = HeaderEncoder()
+        self._h2.local_settings = _local_settings(self._h2.local_settings, max_body)
+        self._h2.decoder.max_header_list_size = _MAX_HEADER_LIST_SIZE
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
@@ -265,8 +307,20 @@ class _Connection(asyncio.Protocol):
         assert event.stream_id is not None
         stream = self._streams.get(event.stream_id)
         if stream is not None and event.data:
-            stream.body += event.data
+            if len(stream.body) + len(event.data) > self._max_body:
+                self._too_large(event.stream_id, stream)
+            else:
+                stream.body += event.data
+        # Always handed back, also for a stream just reset (h2 then credits only the connection, as it does for
+        # DATA still arriving on it): the other streams must not starve.
         self._h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+
+    def _too_large(self, stream_id: int, stream: _Stream) -> None:
+        """Drop the body read so far and cancel the stream: the server stops sending, the slot is free again."""
+        del self._streams[stream_id]
+        self._release_slot()
+        self._reset(stream_id)
+        self._fail(stream, ResponseTooLarge(self._max_body, stream.status or None))
 
     def _on_end(self, stream_id: int | None) -> None:
         stream = self._streams.pop(stream_id or 0, None)
@@ -399,13 +453,24 @@ class H2Client:
     """HTTP/2 requests to one `https://host[:port]` origin over a single kept-open connection.
 
     `ca_file` adds a trusted CA (private gateways, local fakes) on top of the system store. `timeout` is the
-    default per-request deadline in seconds, connecting included.
+    default per-request deadline in seconds, connecting included. `max_response_bytes` caps each response body
+    (`ResponseTooLarge` beyond it).
     """
 
-    def __init__(self, base_url: str, *, ca_file: Path | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ca_file: Path | None = None,
+        timeout: float = 10.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
         url = urlsplit(base_url)
         if url.scheme != "https" or not url.hostname or url.path.strip("/") or url.query:
             raise ValueError(f"expected an https:// origin without a path, got {base_url!r}")
+        if max_response_bytes < 0:
+            raise ValueError(f"max_response_bytes must not be negative, got {max_response_bytes}")
+        self._max_body = max_response_bytes
         self._host = url.hostname
         self._port = url.port or 443
         self._authority = url.netloc.rpartition("@")[2]
@@ -464,7 +529,11 @@ class H2Client:
         try:
             async with asyncio.timeout(self._timeout):
                 _transport, connection = await loop.create_connection(
-                    lambda: _Connection(loop), self._host, self._port, ssl=self._ssl, server_hostname=self._host
+                    lambda: _Connection(loop, self._max_body),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host,
                 )
                 await connection.ready
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError

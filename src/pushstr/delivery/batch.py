@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from pushstr.delivery import metrics
 from pushstr.registry.model import Registration
-from pushstr.transports import metrics
 from pushstr.transports.base import Notification
 
 Emit = Callable[[Notification, Registration], object]

@@ -1,9 +1,11 @@
 """The dispatcher: a bounded queue per app, a fixed number of workers per transport, retries and pruning.
 
-Each app gets its own lane (queue + workers) so a slow or failing push service cannot starve the others. A push
-that comes back `retry` is parked on a timer (exponential backoff with jitter, never sooner than the provider's
-`Retry-After`) and re-queued; after `max_attempts` it is given up. A `dead` result removes the registration through
-the registry's hook unless the provider's timestamp shows the registration is newer than the provider's verdict.
+Each app gets its own lane (queue + workers) so a slow or failing push service cannot starve the others. A push is
+rendered and encoded once, when it is submitted (`Renderer.encode`); the queue holds those bytes and every attempt
+resends them. A push that comes back `retry` is parked on a timer (exponential backoff with jitter, never sooner
+than the provider's `Retry-After`) and re-queued; after `max_attempts` it is given up. A `dead` result removes the
+registration through the registry's hook unless the provider's timestamp shows the registration is newer than the
+provider's verdict.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
+from pushstr.config import AppConfig
+from pushstr.delivery import metrics
+from pushstr.delivery.render import Renderer
 from pushstr.logutil import RateLimitedLog
 from pushstr.registry.model import Registration
-from pushstr.transports import metrics
-from pushstr.transports.base import Notification, Outcome, SendResult, Transport
+from pushstr.transports.base import Encoded, Notification, Outcome, SendResult, Transport
 
 log = logging.getLogger(__name__)
 _quiet = RateLimitedLog(log)
@@ -37,9 +41,13 @@ ON_DEAD_TIMEOUT_SECONDS = 10.0
 class RetryPolicy:
     """How often and how patiently one app's pushes are retried."""
 
-    max_attempts: int = 5
-    base_seconds: float = 1.0
-    cap_seconds: float = 300.0
+    max_attempts: int
+    base_seconds: float
+    cap_seconds: float
+
+    @classmethod
+    def of(cls, app: AppConfig) -> RetryPolicy:
+        return cls(app.max_attempts, app.backoff_base_seconds, app.backoff_max_seconds)
 
     def delay(self, attempt: int, retry_after: float | None, rand: float) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based).
@@ -56,18 +64,19 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Lane:
-    """What the dispatcher needs to know about one app."""
+    """One app's way out: its transport, and its renderer, whose app settings also size the lane."""
 
     transport: Transport
-    queue_size: int = 10_000
-    concurrency: int = 64
-    timeout_seconds: float = 10.0
-    retry: RetryPolicy = RetryPolicy()
+    renderer: Renderer
+
+    @property
+    def app(self) -> AppConfig:
+        return self.renderer.app
 
 
 @dataclass(slots=True)
 class _Job:
-    notification: Notification
+    encoded: Encoded
     device: Registration
     attempt: int = 0
 
@@ -76,7 +85,8 @@ class _LaneState:
     def __init__(self, app: str, lane: Lane) -> None:
         self.app = app
         self.lane = lane
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=lane.queue_size)
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=lane.app.queue_size)
+        self.retry = RetryPolicy.of(lane.app)
         self.workers: list[asyncio.Task[None]] = []
         # Label lookups take a lock and a dict lookup each; these are used on every push, so resolve them once.
         self.depth = metrics.QUEUE_DEPTH.labels(app)
@@ -109,12 +119,18 @@ class Dispatcher:
             await state.lane.transport.start()
             state.workers = [
                 asyncio.create_task(self._work(state), name=f"push-{state.app}-{n}")
-                for n in range(state.lane.concurrency)
+                for n in range(state.lane.app.concurrency)
             ]
         self._accepting = True
 
     def submit(self, notification: Notification, device: Registration) -> bool:
-        """Queue one push; False (and a drop counted) when the app is unknown, the queue full or we are stopping."""
+        """Render and queue one push; False (and a drop counted) when the app is unknown, the queue full or we are
+        stopping. This is the one place an unknown app is noticed: a stored registration may name an app that was
+        removed from the configuration since.
+
+        A push that cannot be encoded at all (a malformed token, a payload that cannot fit) is finished here with
+        its final outcome, counted like an attempt's; it counts as taken.
+        """
         state = self._lanes.get(notification.app)
         if state is None:
             metrics.DROPPED.labels(notification.app, "unknown_app").inc()
@@ -122,7 +138,15 @@ class Dispatcher:
         if not self._accepting:
             metrics.DROPPED.labels(state.app, "shutdown").inc()
             return False
-        return self._enqueue(state, _Job(notification, device))
+        try:
+            encoded = state.lane.renderer.encode(notification, device, state.lane.transport)
+        except Exception as exc:  # a rendering bug must not reach the event path that submitted the push
+            encoded = SendResult.rejected(f"error:{type(exc).__name__}")
+        if isinstance(encoded, SendResult):
+            state.outcome(str(encoded.outcome)).inc()
+            self._log_final(state, device, str(encoded.outcome), encoded)
+            return True
+        return self._enqueue(state, _Job(encoded, device))
 
     def queued(self) -> int:
         """Pushes accepted and not finished yet (queued, in flight or waiting to retry)."""
@@ -193,15 +217,15 @@ class Dispatcher:
         job.attempt += 1
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(state.lane.timeout_seconds):
-                result = await transport.send(job.notification, job.device)
+            async with asyncio.timeout(state.lane.app.timeout_seconds):
+                result = await transport.send(job.encoded, job.device)
         except TimeoutError:
             result = SendResult.retry("timeout")
         except Exception as exc:  # a transport bug must not kill the worker; the attempt counts as failed
             _quiet.warning(f"send-error-{state.app}", "push via %s raised %s", transport.name, type(exc).__name__)
             result = SendResult.retry(f"error:{type(exc).__name__}")
         state.send_seconds.observe(time.perf_counter() - started)
-        outcome = self._classify(job, result)
+        outcome = self._classify(state, job, result)
         state.outcome(outcome).inc()
         if outcome == "retry":
             self._park(state, job, result.retry_after)
@@ -209,20 +233,25 @@ class Dispatcher:
         if outcome == "dead":
             await self._prune(state, job.device, result.provider_timestamp)
         elif outcome in ("rejected", "gave_up", "stale_dead"):
-            _quiet.info(
-                f"{outcome}-{state.app}-{result.reason}",
-                "push to device %s via %s: %s (%s, status %s)",
-                job.device.token_id,
-                transport.name,
-                outcome,
-                result.reason,
-                result.status,
-            )
+            self._log_final(state, job.device, outcome, result)
         return True
 
-    def _classify(self, job: _Job, result: SendResult) -> str:
+    @staticmethod
+    def _log_final(state: _LaneState, device: Registration, outcome: str, result: SendResult) -> None:
+        _quiet.info(
+            f"{outcome}-{state.app}-{result.reason}",
+            "push to device %s via %s: %s (%s, status %s)",
+            device.token_id,
+            state.lane.transport.name,
+            outcome,
+            result.reason,
+            result.status,
+        )
+
+    @staticmethod
+    def _classify(state: _LaneState, job: _Job, result: SendResult) -> str:
         if result.outcome is Outcome.RETRY:
-            return "gave_up" if job.attempt >= self._lanes[job.notification.app].lane.retry.max_attempts else "retry"
+            return "gave_up" if job.attempt >= state.retry.max_attempts else "retry"
         if result.outcome is Outcome.DEAD:
             stamp = result.provider_timestamp
             if stamp is not None and job.device.created_at and stamp <= job.device.created_at:
@@ -231,7 +260,7 @@ class Dispatcher:
         return str(result.outcome)
 
     def _park(self, state: _LaneState, job: _Job, retry_after: float | None) -> None:
-        delay = state.lane.retry.delay(job.attempt, retry_after, self._rand())
+        delay = state.retry.delay(job.attempt, retry_after, self._rand())
         key = id(job)
         handle = asyncio.get_running_loop().call_later(delay, self._unpark, key)
         self._timers[key] = (handle, state, job)

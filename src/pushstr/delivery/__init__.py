@@ -1,0 +1,1 @@
+"""Delivery: batch → render once → dispatch (bounded queues, retries, pruning) → transports."""

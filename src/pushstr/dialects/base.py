@@ -1,0 +1,68 @@
+"""The one interface every registration protocol implements, and what the composition root offers them.
+
+A dialect turns one wire format (an HTTP API, an event kind, …) into registry changes. It tells the service what
+it needs, and the service wires every dialect the same way: its kind handlers go to the pipeline, its relay
+filters into the subscription plan, its router into the HTTP app, and it is started after the registry is loaded
+and stopped before the relays close. Adding a dialect is one new module with a `build(context)` function and one
+line in `app.DIALECTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from fastapi import APIRouter
+
+from pushstr.config import Settings
+from pushstr.engine.pipeline import KindHandler, Submitter
+from pushstr.engine.presence import Presence
+from pushstr.nostr.keys import Keys
+from pushstr.registry.service import Registry
+
+
+class Dialect:
+    """A registration protocol. Subclasses set `name` and override what they use; the defaults do nothing.
+
+    `name` is what `/info` lists and what a registration's `dialect` field says, so it is stable: stored rows
+    carry it.
+    """
+
+    name: ClassVar[str]
+
+    def kind_handlers(self) -> Mapping[int, KindHandler]:
+        """Event kinds this dialect consumes instead of matching them (its own protocol messages)."""
+        return {}
+
+    def relay_filters(self) -> Sequence[Mapping[str, Any]]:
+        """Filters every watched relay is asked for on this dialect's behalf, beside the registrations' interest."""
+        return ()
+
+    def router(self) -> APIRouter | None:
+        """The HTTP routes this dialect serves, if any."""
+        return None
+
+    async def start(self) -> None:
+        """Called once the registry is loaded (restore state kept beside registrations, start workers)."""
+
+    async def stop(self) -> None:
+        """Called before the relays close; must not raise."""
+
+
+class DialectBuilder(Protocol):
+    def __call__(self, context: DialectContext) -> Dialect | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DialectContext:
+    """What the composition root can give a dialect. `build(context)` picks what its dialect uses and passes only
+    that to the constructor, so a dialect never sees the service itself."""
+
+    settings: Settings
+    keys: Keys
+    registry: Registry
+    delivery: Submitter
+    presence: Presence
+    add_relay: Callable[[str], None]
+    remove_relay: Callable[[str], None]

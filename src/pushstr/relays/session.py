@@ -1,0 +1,283 @@
+"""The NIP-01/NIP-42 protocol state of one relay websocket, with no I/O: frames in, actions out.
+
+Keeping the protocol apart from the socket is what makes it testable frame by frame: `RelaySession` never
+touches a socket, a task or a timer. The connection owning the websocket sends what `start()` and `set_plan()`
+return, feeds every received frame to `receive()`, and performs the actions that come back (send a frame, hand
+an event on, count garbage, log a notice). The session lives exactly as long as one websocket; what must outlast
+a reconnect (when the last socket dropped, whether this is a resume) is passed in.
+
+Everything a relay sends is untrusted: a frame that is not a well-formed message we understand becomes a
+`Garbage` action, never an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import orjson
+
+from pushstr.config import NostrConfig
+from pushstr.nostr.keys import Keys
+from pushstr.nostr.nip42 import build_auth_event
+from pushstr.relays.planner import Plan, Subscription, diff_plans
+
+AUTH_REQUIRED = "auth-required:"
+RESUME_OVERLAP_SECONDS = 60
+"""On reconnect, regular kinds are re-read from this long before the disconnect (relay clocks and ordering)."""
+FRAME_OVERHEAD_BYTES = 1024
+"""Room for the `["EVENT","<sub id>",…]` envelope around an event of `max_event_bytes`."""
+MESSAGE_TYPES = ("EVENT", "EOSE", "CLOSED", "NOTICE", "OK", "AUTH")
+"""The relay-to-client messages we understand; any other type is garbage."""
+SENT_TYPES = ("REQ", "CLOSE", "AUTH")
+"""The messages a session sends: the types of its `Outgoing` frames."""
+
+
+class Outgoing(NamedTuple):
+    """A frame to send, with its message type so that the socket side can count what it sent by type."""
+
+    kind: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A well-formed message of type `kind` (not EVENT: see `receive`) was handled, for per-type counts."""
+
+    kind: str
+
+
+@dataclass(slots=True)
+class EventReceived:
+    """An event object (unverified: admission checks it) that arrived on subscription `sub_id`.
+
+    Not frozen, unlike the other actions: a frozen dataclass takes twice as long to build, and this one is built
+    for every event."""
+
+    event: dict[str, Any]
+    sub_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    """A frame that was dropped, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Human-readable text from the relay: worth a (rate-limited, redacted) log line, nothing more."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The relay ended subscription `sub_id` for good (an id we never sent is reported too, but changes nothing)."""
+
+    sub_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The relay accepted our AUTH; subscriptions it held back for that have been re-sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRejected:
+    """The relay refused our AUTH (with its reason); subscriptions held back for it stay unsent."""
+
+    text: str
+
+
+Action = Received | EventReceived | Outgoing | Garbage | Notice | Closed | Authenticated | AuthRejected
+_RECEIVED = {kind: Received(kind) for kind in MESSAGE_TYPES}  # immutable, so shared: nothing allocated per frame
+
+
+class _BadMessage(Exception):
+    """A relay frame that is not a well-formed message we understand."""
+
+
+class RelaySession:
+    """What one relay has been told over one websocket, and how it answered.
+
+    `plan` is what the relay is to hold. `resumed` marks a reconnect, whose subscriptions reach back to
+    `disconnected_at` (when the previous socket dropped); `clock` gives the wall time that `since` is based on.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        keys: Keys,
+        config: NostrConfig,
+        plan: Plan,
+        *,
+        resumed: bool = False,
+        disconnected_at: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self._keys = keys
+        self._config = config
+        self._plan = plan
+        self._resumed = resumed
+        self._disconnected_at = disconnected_at
+        self._clock = clock
+        self._max_frame = config.max_event_bytes + FRAME_OVERHEAD_BYTES
+        self._refused: set[str] = set()  # closed by the relay; stays closed until re-sent
+        self._auth_event_id: str | None = None
+        self._authenticated = False
+        self._awaiting_auth: set[str] = set()  # refused with auth-required before we authenticated
+        self._auth_retried: set[str] = set()  # refused again after authenticating: not retried twice
+
+    @property
+    def plan(self) -> Plan:
+        """The subscriptions the relay has been sent (refused ones included)."""
+        return self._plan
+
+    @property
+    def authenticated(self) -> bool:
+        return self._authenticated
+
+    @property
+    def open_subscriptions(self) -> int:
+        """Subscriptions the relay holds open for us: those sent and not refused."""
+        return len(self._plan.subscriptions) - len(self._refused)
+
+    # -- what we send -----------------------------------------------------------------------------------------
+
+    def start(self) -> list[Outgoing]:
+        """The REQs of the whole plan, to send once the socket is open."""
+        return [self._req(sub_id, sub, self._resumed) for sub_id, sub in self._plan.subscriptions.items()]
+
+    def set_plan(self, plan: Plan) -> list[Outgoing]:
+        """Make `plan` what the relay holds: CLOSEs for vanished subscriptions, REQs for new and changed ones.
+
+        These subscriptions start now, not at a disconnect, so they get the normal window even on a resume.
+        """
+        diff = diff_plans(self._plan, plan)
+        self._plan = plan
+        frames: list[Outgoing] = []
+        for sub_id in diff.close:
+            self._refused.discard(sub_id)
+            frames.append(Outgoing("CLOSE", orjson.dumps(["CLOSE", sub_id])))
+        frames.extend(self._req(sub_id, sub, resume=False) for sub_id, sub in diff.send.items())
+        return frames
+
+    def _req(self, sub_id: str, sub: Subscription, resume: bool) -> Outgoing:
+        since = self._since(sub.giftwrap, resume)
+        filters = [filter_ if "since" in filter_ else {**filter_, "since": since} for filter_ in sub.filters]
+        self._refused.discard(sub_id)
+        return Outgoing("REQ", orjson.dumps(["REQ", sub_id, *filters]))
+
+    def _since(self, giftwrap: bool, resume: bool) -> int:
+        """Where a (re)subscription starts reading.
+
+        Gift wraps carry `created_at` up to two days in the past, so they always get their own long window; a
+        shorter `since` would hide fresh ones. Regular kinds read the normal window, and after a reconnect reach
+        back to just before the disconnect, but never further than the oldest event we would still push.
+        """
+        now = int(self._clock())
+        if giftwrap:
+            return now - self._config.giftwrap_since_window_seconds
+        since = now - self._config.since_window_seconds
+        if resume and self._disconnected_at is not None:
+            since = min(since, int(self._disconnected_at) - RESUME_OVERLAP_SECONDS)
+        return max(since, now - self._config.max_event_age_seconds)
+
+    # -- what we receive --------------------------------------------------------------------------------------
+
+    def receive(self, frame: bytes | str) -> list[Action]:
+        """The actions one received frame calls for.
+
+        Each well-formed message is reported once for per-type counts: an EVENT by its `EventReceived` (one action
+        per event on the hot path), any other type by a `Received` after the actions it caused.
+        """
+        try:
+            if len(frame) > self._max_frame:
+                raise _BadMessage(f"frame of {len(frame)} bytes")
+            try:
+                message = orjson.loads(frame)
+            except orjson.JSONDecodeError as exc:
+                raise _BadMessage("not JSON") from exc
+            if not isinstance(message, list) or not message or not isinstance(message[0], str):
+                raise _BadMessage("not a relay message")
+            kind = message[0]
+            handler = self._handlers.get(kind)
+            if handler is None:
+                raise _BadMessage(f"unknown message type {kind[:20]!r}")
+            actions = handler(self, message)
+        except _BadMessage as exc:
+            return [Garbage(str(exc))]
+        if kind != "EVENT":
+            actions.append(_RECEIVED[kind])
+        return actions
+
+    def _on_event(self, message: list[Any]) -> list[Action]:
+        if len(message) != 3 or not isinstance(message[1], str) or not isinstance(message[2], dict):
+            raise _BadMessage("EVENT must be [EVENT, sub id, object]")
+        return [EventReceived(message[2], message[1])]
+
+    def _on_eose(self, message: list[Any]) -> list[Action]:
+        if len(message) < 2 or not isinstance(message[1], str):
+            raise _BadMessage("EOSE must name a subscription")
+        return []
+
+    def _on_closed(self, message: list[Any]) -> list[Action]:
+        if len(message) < 2 or not isinstance(message[1], str):
+            raise _BadMessage("CLOSED must name a subscription")
+        sub_id = message[1]
+        reason = message[2] if len(message) > 2 and isinstance(message[2], str) else ""
+        sub = self._plan.subscriptions.get(sub_id)
+        if sub is not None and reason.startswith(AUTH_REQUIRED):
+            if not self._authenticated:
+                self._awaiting_auth.add(sub_id)  # re-sent once the relay accepts our AUTH
+                return []
+            if sub_id not in self._auth_retried:
+                # AUTH and this REQ crossed on the wire: one more try now that we are authenticated.
+                self._auth_retried.add(sub_id)
+                return [self._req(sub_id, sub, self._resumed)]
+        if sub is not None:
+            self._refused.add(sub_id)
+        return [Closed(sub_id, reason)]
+
+    def _on_notice(self, message: list[Any]) -> list[Action]:
+        if len(message) < 2 or not isinstance(message[1], str):
+            raise _BadMessage("NOTICE must carry a string")
+        return [Notice(message[1])]
+
+    def _on_auth(self, message: list[Any]) -> list[Action]:
+        if len(message) < 2 or not isinstance(message[1], str) or not message[1]:
+            raise _BadMessage("AUTH must carry a challenge string")
+        event = build_auth_event(self._keys, self.url, message[1])
+        self._auth_event_id = event.id
+        return [Outgoing("AUTH", orjson.dumps(["AUTH", event.to_dict()]))]
+
+    def _on_ok(self, message: list[Any]) -> list[Action]:
+        if len(message) < 3 or not isinstance(message[1], str) or not isinstance(message[2], bool):
+            raise _BadMessage("OK must be [OK, id, bool, ...]")
+        if self._auth_event_id is None or message[1] != self._auth_event_id:
+            return []  # we publish nothing else; an OK for something else is harmless
+        if not message[2]:
+            return [AuthRejected(message[3] if len(message) > 3 and isinstance(message[3], str) else "")]
+        self._authenticated = True
+        waiting, self._awaiting_auth = self._awaiting_auth, set()
+        actions: list[Action] = [Authenticated()]
+        for sub_id in waiting:
+            sub = self._plan.subscriptions.get(sub_id)
+            if sub is not None:
+                actions.append(self._req(sub_id, sub, self._resumed))
+        return actions
+
+    _handlers: ClassVar[dict[str, Callable[[RelaySession, list[Any]], list[Action]]]] = {
+        "EVENT": _on_event,
+        "EOSE": _on_eose,
+        "CLOSED": _on_closed,
+        "NOTICE": _on_notice,
+        "AUTH": _on_auth,
+        "OK": _on_ok,
+    }
