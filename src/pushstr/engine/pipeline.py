@@ -38,6 +38,10 @@ NOTIFICATIONS = LoopCounter(
 )
 HANDLER_ERRORS = Counter("pushstr_kind_handler_errors_total", "Kind handlers that raised", ["kind"])
 ALERT_MODES = frozenset({Mode.ALERT, Mode.ALERT_EVENT})
+# Plain ints for the per-event comparisons: reading a `Kind` member costs several times an int comparison.
+_DM, _GIFT_WRAP, _NOTE, _ZAP_RECEIPT = (
+    int(kind) for kind in (Kind.ENCRYPTED_DM, Kind.GIFT_WRAP, Kind.TEXT_NOTE, Kind.ZAP_RECEIPT)
+)
 
 
 class Submitter(Protocol):
@@ -61,7 +65,7 @@ class IngestResult:
 
 def _conversation(event: Event) -> str | None:
     """A key under which newer pushes replace older ones: the sender for DMs, the thread root for mentions."""
-    if event.kind == Kind.ENCRYPTED_DM:
+    if event.kind == _DM:
         return event.pubkey
     for tag in event.tags:
         if len(tag) >= 4 and tag[0] == "e" and tag[3] == "root":
@@ -72,9 +76,9 @@ def _conversation(event: Event) -> str | None:
 def _sender(event: Event) -> str | None:
     """Who the notification is from, for its title: nobody for a gift wrap (its author is a one-time key), the
     zapper for a zap receipt (signed by the recipient's LNURL server), else the author."""
-    if event.kind == Kind.GIFT_WRAP:
+    if event.kind == _GIFT_WRAP:
         return None
-    if event.kind == Kind.ZAP_RECEIPT:
+    if event.kind == _ZAP_RECEIPT:
         return zap_sender(event.tags)
     return event.pubkey
 
@@ -82,7 +86,7 @@ def _sender(event: Event) -> str | None:
 def _zap_extra(event: Event) -> dict[str, str]:
     """`{"sats": "N"}` for a zap receipt whose amount can be read (so alerts say "zapped you N sats" and batching
     sums them); nothing otherwise. Notifications do not share the dict: batching builds new ones."""
-    if event.kind != Kind.ZAP_RECEIPT:
+    if event.kind != _ZAP_RECEIPT:
         return {}
     sats = zap_sats(event.tags)
     return {"sats": str(sats)} if sats is not None else {}
@@ -171,7 +175,7 @@ class Pipeline:
             if event_json is None and mode in MODES_WITH_EVENT:
                 event_json = event.to_json()
             length = app.preview_length if app is not None else 0
-            preview = event.content[:length] if event.kind == Kind.TEXT_NOTE and length else None
+            preview = event.content[:length] if event.kind == _NOTE and length else None
             notification = Notification(
                 event_id=event.id,
                 kind=event.kind,

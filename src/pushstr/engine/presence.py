@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from pushstr.nostr.event import Event
+from pushstr.nostr.kinds import Kind
 from pushstr.registry.model import Registration
 
-GIFT_WRAP = 1059
+_GIFT_WRAP = int(Kind.GIFT_WRAP)  # a plain int: compared for every matched device with authors
 DEFAULT_TIMEOUT_SECONDS = 150.0
 DEFAULT_MAX_DEVICES = 1_000_000
 
@@ -113,7 +114,7 @@ class Presence:
             HELD_BACK.labels("online").inc()
             return False
         authors = device.authors
-        if authors and event.kind != GIFT_WRAP and event.pubkey not in authors:
+        if authors and event.kind != _GIFT_WRAP and event.pubkey not in authors:
             HELD_BACK.labels("author").inc()
             return False
         return True

@@ -20,6 +20,7 @@ from pushstr.nostr.keys import Keys, is_hex, verify_schnorr
 from pushstr.nostr.kinds import Kind
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+_GIFT_WRAP = int(Kind.GIFT_WRAP)  # a plain int: compared for every verified event
 _FIELDS = frozenset(("id", "pubkey", "created_at", "kind", "tags", "content", "sig"))
 _MAX_TIMESTAMP = 2**53 - 1
 
@@ -146,7 +147,7 @@ class Event:
         """
         try:
             return verify_schnorr(
-                bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig), cache=self.kind != Kind.GIFT_WRAP
+                bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig), cache=self.kind != _GIFT_WRAP
             )
         except (ValueError, TypeError):
             return False

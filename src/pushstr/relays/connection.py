@@ -284,11 +284,16 @@ class RelayConnection:
 
     async def _read(self, socket: _Socket) -> None:
         """Handle frames until the socket closes (normally, by error, or by `_abort`)."""
+        received = self._counters.received
         try:
             while True:
                 frame = await socket.ws.recv(decode=False)
                 for action in socket.session.receive(frame):
-                    self._perform(socket, action)
+                    if type(action) is EventReceived:  # the per-event path, without the dispatch below
+                        received["EVENT"] += 1
+                        self._deliver(action.event)
+                    else:
+                        self._perform(socket, action)
         except ConnectionClosed:
             if socket.abort_reason is None:
                 raise

@@ -207,20 +207,18 @@ class RelaySession:
             if not isinstance(message, list) or not message or not isinstance(message[0], str):
                 raise _BadMessage("not a relay message")
             kind = message[0]
+            if kind == "EVENT":  # nearly every frame: no handler call, no per-type report besides the event itself
+                if len(message) != 3 or not isinstance(message[1], str) or not isinstance(message[2], dict):
+                    raise _BadMessage("EVENT must be [EVENT, sub id, object]")
+                return [EventReceived(message[2], message[1])]
             handler = self._handlers.get(kind)
             if handler is None:
                 raise _BadMessage(f"unknown message type {kind[:20]!r}")
             actions = handler(self, message)
         except _BadMessage as exc:
             return [Garbage(str(exc))]
-        if kind != "EVENT":
-            actions.append(_RECEIVED[kind])
+        actions.append(_RECEIVED[kind])
         return actions
-
-    def _on_event(self, message: list[Any]) -> list[Action]:
-        if len(message) != 3 or not isinstance(message[1], str) or not isinstance(message[2], dict):
-            raise _BadMessage("EVENT must be [EVENT, sub id, object]")
-        return [EventReceived(message[2], message[1])]
 
     def _on_eose(self, message: list[Any]) -> list[Action]:
         if len(message) < 2 or not isinstance(message[1], str):
@@ -274,7 +272,6 @@ class RelaySession:
         return actions
 
     _handlers: ClassVar[dict[str, Callable[[RelaySession, list[Any]], list[Action]]]] = {
-        "EVENT": _on_event,
         "EOSE": _on_eose,
         "CLOSED": _on_closed,
         "NOTICE": _on_notice,
