@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import nostr_sdk
 import pytest
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+RESTART_SECONDS = 5.0
 
 
 def load_vector(name: str) -> Any:
@@ -36,9 +39,20 @@ class RelayHandle:
         self._relay: Any = None
 
     async def start(self) -> None:
-        relay = nostr_sdk.LocalRelayBuilder().addr("127.0.0.1").port(self.port).build()
-        await relay.run()
-        self._relay = relay
+        """Listen on the port. nostr-sdk's `shutdown()` returns before the old listener is gone, so a restart may
+        find the port still taken for a moment: that is retried, for at most `RESTART_SECONDS`."""
+        deadline = time.monotonic() + RESTART_SECONDS
+        while True:
+            relay = nostr_sdk.LocalRelayBuilder().addr("127.0.0.1").port(self.port).build()
+            try:
+                await relay.run()
+            except nostr_sdk.NostrSdkError as exc:
+                if "Address already in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.02)  # nothing to await: the old listener's close is not observable
+                continue
+            self._relay = relay
+            return
 
     def stop(self) -> None:
         if self._relay is not None:
