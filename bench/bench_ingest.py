@@ -37,7 +37,7 @@ from bench.common import Row, grouped, write_report
 from bench.feeder import Feeder
 from pushstr.config import NostrConfig, parse_app
 from pushstr.engine.admission import Admission, AdmissionLimits
-from pushstr.engine.dedupe import PushedLog, SeenIds
+from pushstr.engine.dedupe import SeenIds
 from pushstr.engine.pipeline import Pipeline
 from pushstr.nostr import nip59
 from pushstr.nostr.event import sign_event
@@ -153,15 +153,16 @@ async def run_pushstr(urls: list[str], total: int, registry: Registry, profile: 
     admission = Admission(AdmissionLimits(64 * 1024, 3 * 24 * 3600), SeenIds(200_000))
     app = parse_app({"transport": "log"})
 
-    async def forget(_batch: object) -> None:
-        return None
+    class Handled:
+        def record(self, event_id: str) -> None:
+            return None
 
     pipeline = Pipeline(
         admission,
         registry.devices_for,
         sink,
         {"bench": app},
-        PushedLog(forget),
+        Handled(),
         devices_for_group=registry.devices_for_group,
     )
     done = asyncio.Event()

@@ -1,7 +1,8 @@
 """Composition root: builds the components from the settings, starts them in order and stops them in reverse.
 
-Start: store (schema migrated) → registry index rebuilt → dialects → pushed-ids seeded → delivery → relay pool.
-Stop: dialects → relay pool (no new events) → pushed ids flushed → delivery drained → store closed.
+Start: store (schema migrated) → registry index rebuilt → dialects → handled ids seeded → delivery (resuming the
+outbox) → relay pool (whose catch-up then skips what the outbox already holds).
+Stop: dialects → relay pool (no new events) → delivery drained (what is not final stays in the outbox) → store.
 
 Every dialect is wired by the same loop (`DIALECTS`): its kind handlers go to the pipeline, its relay filters
 into the subscription plan, its router into the HTTP app (`api.app`).
@@ -21,7 +22,7 @@ from pushstr.delivery.stage import Delivery, build_delivery
 from pushstr.dialects import http_nip98, mostro, push_settings
 from pushstr.dialects.base import Dialect, DialectBuilder, DialectContext
 from pushstr.engine.admission import Admission, AdmissionLimits
-from pushstr.engine.dedupe import PushedLog, SeenIds
+from pushstr.engine.dedupe import SeenIds
 from pushstr.engine.pipeline import Pipeline
 from pushstr.engine.presence import Presence
 from pushstr.engine.profiles import MemoryProfileCache, ProfileWatch
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 #: Every registration protocol pushstr speaks; adding one is a module with `build(context)` and a line here.
 DIALECTS: tuple[DialectBuilder, ...] = (http_nip98.build, push_settings.build, mostro.build)
 
-FLUSH_INTERVAL = 1.0
 EXPIRE_INTERVAL = 30.0
 PRUNE_INTERVAL = 3600.0
 
@@ -53,17 +53,18 @@ class Service:
         self.store: Store = open_store(settings.store_url)
         self.registry = Registry(self.store, settings.registration.max_devices_per_pubkey)
         self.seen = SeenIds(settings.nostr.dedupe_memory)
-        self.pushed = PushedLog(self.store.remember_pushed)
         profiles = MemoryProfileCache()
         self.profile_watch = ProfileWatch(profiles, on_change=self._replan)
-        self.delivery: Delivery = build_delivery(settings, self.keys, self.registry.remove_dead, profiles)
+        self.delivery: Delivery = build_delivery(
+            settings, self.keys, self.registry.remove_dead, profiles, store=self.store
+        )
         self.presence = Presence(settings.dialects.push_settings.heartbeat_timeout_seconds)
         self.pipeline = Pipeline(
             Admission(AdmissionLimits(settings.nostr.max_event_bytes, settings.nostr.max_event_age_seconds), self.seen),
             self.registry.devices_for,
             self.delivery,
             settings.apps,
-            self.pushed,
+            self.delivery,
             devices_for_group=self.registry.devices_for_group,
             policy=self.presence.allows,
             alert_sender=self.profile_watch.want,
@@ -114,12 +115,11 @@ class Service:
                 await dialect.start()
             horizon = int(time.time()) - self.settings.nostr.max_event_age_seconds
             self.seen.update(await self.store.pushed_since(horizon))
-            await self.delivery.start()
+            await self.delivery.start(self.registry.device)
             self._unsubscribe = self.registry.subscribe(self._replan)
             self._replan()
             await self.pool.start()
             self._tasks = [
-                asyncio.create_task(self._every(FLUSH_INTERVAL, self.pushed.flush), name="flush-pushed"),
                 asyncio.create_task(self._every(EXPIRE_INTERVAL, self._expire), name="expire-registrations"),
                 asyncio.create_task(self._every(PRUNE_INTERVAL, self._prune), name="prune-pushed"),
             ]
@@ -150,7 +150,6 @@ class Service:
         for dialect in reversed(self.dialects):
             await dialect.stop()
         await self.pool.close()
-        await self.pushed.flush()
         await self.delivery.close()
         await self.store.close()
         log.info("pushstr stopped")

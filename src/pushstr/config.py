@@ -117,6 +117,20 @@ class EndpointConfig(_Section):
     max_connections: int = Field(1000, ge=1, description="concurrent endpoint connections")
 
 
+class OutboxConfig(_Section):
+    """Pushes matched and not final yet, kept in the store until their outcome is final."""
+
+    max_pending: int = Field(
+        1_000_000, ge=1, description="pushes pending at most; past it new pushes are refused (counted)"
+    )
+    commit_interval_seconds: float = Field(
+        0.005, gt=0, le=1, description="group commit window: changes in it are written in one transaction"
+    )
+    drain_seconds: float = Field(
+        10.0, ge=0, description="at shutdown, how long requests in flight may finish; the rest stays pending"
+    )
+
+
 class RegistrationConfig(_Section):
     default_kinds: list[int] = Field(
         default_factory=lambda: [4, 1059, 1, 9735], description="kinds a device gets when it names none"
@@ -154,7 +168,9 @@ class AppConfig(_Section):
     queue_size: int = Field(10_000, ge=1, description="pushes waiting for this app before new ones are dropped")
     concurrency: int = Field(64, ge=1, le=10_000, description="requests in flight to the push service")
     timeout_seconds: float = Field(10.0, gt=0, description="one request to the push service")
-    max_attempts: int = Field(5, ge=1, le=100, description="tries per push before giving up")
+    max_attempts: int | None = Field(
+        None, ge=1, description="tries per push before giving up; unset: retried until `ttl_seconds` have passed"
+    )
     backoff_base_seconds: float = Field(1.0, gt=0, description="first retry delay (doubles per attempt)")
     backoff_max_seconds: float = Field(300.0, gt=0, description="longest retry delay")
 
@@ -335,6 +351,7 @@ class Settings(_Section):
     store: StoreConfig = Field(StoreConfig(), description="where registrations are kept")
     transports: TransportsConfig = Field(TransportsConfig(), description="settings shared by all apps of a transport")
     endpoint: EndpointConfig = Field(EndpointConfig(), description="the built-in relay endpoint")
+    outbox: OutboxConfig = Field(OutboxConfig(), description="pending pushes, kept until final")
     registration: RegistrationConfig = Field(RegistrationConfig(), description="device registrations")
     apps: dict[str, AnyAppConfig] = Field(
         default_factory=_default_apps, description="the apps pushstr pushes for, by id"

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from pushstr.config import AppConfig, LogAppConfig
 from pushstr.engine.admission import Admission, AdmissionLimits
-from pushstr.engine.dedupe import PushedLog, SeenIds
+from pushstr.engine.dedupe import SeenIds
 from pushstr.engine.pipeline import Pipeline, Policy
 from pushstr.nostr.event import Event, sign_event
 from pushstr.nostr.keys import Keys
@@ -33,12 +33,18 @@ class Collect:
         return self.accept
 
 
-class Recorded:
+class Handled:
+    """Stands in for the outbox's handled-event log."""
+
     def __init__(self) -> None:
         self.ids: list[str] = []
 
-    async def __call__(self, items: Any) -> None:
-        self.ids.extend(event_id for event_id, _ in items)
+    def record(self, event_id: str) -> None:
+        self.ids.append(event_id)
+
+    @property
+    def pending(self) -> int:
+        return len(self.ids)
 
 
 def _device(
@@ -53,9 +59,9 @@ def _pipeline(
     *,
     delivery: Collect | None = None,
     policy: Policy | None = None,
-) -> tuple[Pipeline, Collect, PushedLog]:
+) -> tuple[Pipeline, Collect, Handled]:
     collect = delivery or Collect()
-    pushed = PushedLog(Recorded())
+    pushed = Handled()
     pipeline = Pipeline(
         Admission(AdmissionLimits(65536, 3600), SeenIds(1000)),
         lambda pubkey: devices if pubkey == BOB.public_hex else [],

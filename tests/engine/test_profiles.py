@@ -8,7 +8,7 @@ import orjson
 
 from pushstr.config import AppConfig
 from pushstr.engine.admission import Admission, AdmissionLimits
-from pushstr.engine.dedupe import PushedLog, SeenIds
+from pushstr.engine.dedupe import SeenIds
 from pushstr.engine.pipeline import Pipeline
 from pushstr.engine.profiles import MemoryProfileCache, ProfileWatch
 from pushstr.nostr.event import sign_event
@@ -29,8 +29,9 @@ class Collect:
         return True
 
 
-async def _no_persist(_: Any) -> None:
-    return None
+class _Handled:
+    def record(self, event_id: str) -> None:
+        return None
 
 
 def _setup(mode: str) -> tuple[Pipeline, ProfileWatch, MemoryProfileCache, list[int]]:
@@ -43,7 +44,7 @@ def _setup(mode: str) -> tuple[Pipeline, ProfileWatch, MemoryProfileCache, list[
         lambda pubkey: [device] if pubkey == BOB.public_hex else [],
         Collect(),
         {"app": AppConfig(mode=mode)},  # type: ignore[arg-type]
-        PushedLog(_no_persist),
+        _Handled(),
         alert_sender=watch.want,
     )
     pipeline.add_kind_handler(Kind.METADATA, watch.on_metadata)

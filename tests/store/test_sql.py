@@ -15,6 +15,7 @@ from sqlalchemy import Connection, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pushstr.registry.model import NO_AUTHORS, Mode, Platform, Registration
+from pushstr.registry.storage import OutboxAttempt, OutboxRow, OutboxWrite
 from pushstr.store import SqlStore, StoreError, open_store
 from pushstr.store.migrations import LATEST_VERSION, MIGRATIONS
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
@@ -238,9 +239,9 @@ async def test_unreadable_rows_are_skipped(store: SqlStore, store_url: str) -> N
 
 
 async def test_pushed_ids_dedupe_round_trip(store: SqlStore) -> None:
-    await store.remember_pushed([("a", 100), ("b", 200)])
-    await store.remember_pushed([("a", 300), ("c", 300), ("c", 301)])
-    await store.remember_pushed([])
+    await store.write_outbox(OutboxWrite(handled=[("a", 100), ("b", 200)]))
+    await store.write_outbox(OutboxWrite(handled=[("a", 300), ("c", 300), ("c", 301)]))
+    await store.write_outbox(OutboxWrite(handled=[]))
     assert sorted(await store.pushed_since(150)) == ["b", "c"]
     assert sorted(await store.pushed_since(0)) == ["a", "b", "c"]  # "a" kept its first seen_at
     assert await store.forget_pushed(250) == 2
@@ -248,10 +249,10 @@ async def test_pushed_ids_dedupe_round_trip(store: SqlStore) -> None:
     assert await store.forget_pushed(250) == 0
 
 
-async def test_remember_pushed_handles_a_large_batch(store: SqlStore) -> None:
+async def test_handled_ids_in_a_large_batch(store: SqlStore) -> None:
     items = [(f"{n:064x}", 1_000 + n % 10) for n in range(20_000)]
-    await store.remember_pushed(items)
-    await store.remember_pushed(items[:5_000])
+    await store.write_outbox(OutboxWrite(handled=list(items)))
+    await store.write_outbox(OutboxWrite(handled=list(items[:5_000])))
     assert len(await store.pushed_since(1_005)) == 10_000
     assert await store.forget_pushed(2_000) == 20_000
 
@@ -260,7 +261,7 @@ async def test_data_survives_close_and_open(store_url: str) -> None:
     first = open_store(store_url)
     await first.open()
     await first.save_registration(reg(1, authors=frozenset({pubkey(2)})))
-    await first.remember_pushed([("event", 42)])
+    await first.write_outbox(OutboxWrite(handled=[("event", 42)]))
     await first.close()
     assert await first.ping() is False
 
@@ -277,7 +278,7 @@ async def test_data_survives_close_and_open(store_url: str) -> None:
 async def test_concurrent_writes_all_land(store: SqlStore) -> None:
     await asyncio.gather(
         *(store.save_registration(reg(n)) for n in range(40)),
-        *(store.remember_pushed([(f"e{n}", n)]) for n in range(40)),
+        *(store.write_outbox(OutboxWrite(handled=[(f"e{n}", n)])) for n in range(40)),
         *(store.delete_token(f"token-{n}") for n in range(40, 60)),
     )
     assert await stored_counts(store) == {"android": 40}
@@ -386,3 +387,38 @@ async def test_an_abandoned_registration_stream_releases_its_connection(store: S
     assert store._engine.pool.checkedout() == 0
     await store.save_registration(reg(99))
     assert await stored_of(store, pubkey(99)) == [reg(99)]
+
+
+def _row(n: int, **fields: object) -> OutboxRow:
+    values: dict[str, object] = {
+        "event_id": f"{n:064x}",
+        "pubkey": pubkey(n % 3),
+        "device_token": f"token-{n % 3}",
+        "app": "default",
+        "notification": f'{{"n": {n}}}',
+        "enqueued_at": 1000.0 + n,
+        "expires_at": 90_000.0,
+        "next_attempt_at": 1000.0 + n,
+    }
+    values.update(fields)
+    return OutboxRow(**values)  # type: ignore[arg-type]
+
+
+async def test_outbox_rows_round_trip_retry_and_finish(store: SqlStore) -> None:
+    rows = [_row(n) for n in (3, 1, 2)]
+    await store.write_outbox(OutboxWrite(added=rows, handled=[(row.event_id, 5) for row in rows]))
+    assert await store.load_outbox() == sorted(rows, key=lambda row: row.enqueued_at)  # oldest first
+    again = _row(1, notification="changed")
+    retry = OutboxAttempt(rows[2].key, 4, 2000.5, "http-503")
+    await store.write_outbox(OutboxWrite(added=[again], retried=[retry], finished=[rows[0].key]))
+    loaded = {row.key: row for row in await store.load_outbox()}
+    assert set(loaded) == {rows[1].key, rows[2].key}
+    assert loaded[rows[1].key].notification == '{"n": 1}'  # a key already pending is kept as it is
+    assert (loaded[rows[2].key].attempts, loaded[rows[2].key].next_attempt_at) == (4, 2000.5)
+    assert loaded[rows[2].key].last_reason == "http-503"
+    assert sorted(await store.pushed_since(0)) == sorted(row.event_id for row in rows)
+
+
+async def test_an_empty_outbox_write_touches_nothing(store: SqlStore) -> None:
+    await store.write_outbox(OutboxWrite())
+    assert await store.load_outbox() == []

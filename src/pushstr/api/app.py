@@ -74,16 +74,20 @@ def create_app(service: Service, manage_service: bool = True) -> FastAPI:
         router = dialect.router()
         if router is not None:
             app.include_router(router)
-    endpoint = RelayEndpoint(service.settings.endpoint, service.pipeline.ingest)
+    endpoint = RelayEndpoint(service.settings.endpoint, service.pipeline.ingest, service.delivery.durable)
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="Readiness: store open and the ingest running")
+    @app.get("/ready", summary="Readiness: store open and the ingest running; the outbox's pending pushes")
     async def ready() -> JSONResponse:
         is_ready = await service.ready()
-        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+        outbox = service.delivery.outbox
+        body: dict[str, Any] = {"ready": is_ready}
+        if outbox is not None:
+            body["outbox"] = {"pending": len(outbox), "oldest_seconds": round(outbox.oldest_age(), 3)}
+        return JSONResponse(body, status_code=200 if is_ready else 503)
 
     @app.get("/info", summary="Server identity, dialects and transports")
     async def info() -> dict[str, Any]:

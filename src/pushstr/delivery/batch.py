@@ -54,6 +54,7 @@ def merge(older: Notification, newer: Notification) -> Notification:
     return replace(
         newer,
         count=older.count + newer.count,
+        merged=(*older.event_ids, *newer.merged),
         conversation=newer.conversation if newer.conversation == older.conversation else None,
         extra=extra,
     )

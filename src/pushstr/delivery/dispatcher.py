@@ -1,11 +1,19 @@
-"""The dispatcher: a bounded queue per app, a fixed number of workers per transport, retries and pruning.
+"""The dispatcher: per-app lanes of workers, retries until a push's TTL, one push at a time per device, pruning.
 
 Each app gets its own lane (queue + workers) so a slow or failing push service cannot starve the others. A push is
 rendered and encoded once, when it is submitted (`Renderer.encode`); the queue holds those bytes and every attempt
 resends them. A push that comes back `retry` is parked on a timer (exponential backoff with jitter, never sooner
-than the provider's `Retry-After`) and re-queued; after `max_attempts` it is given up. A `dead` result removes the
-registration through the registry's hook unless the provider's timestamp shows the registration is newer than the
-provider's verdict.
+than the provider's `Retry-After`) and re-queued, until the provider gives a final answer or the push's TTL
+(`ttl_seconds`) has passed (outcome `expired`); an operator's `max_attempts` gives up sooner (`gave_up`). An outage
+of minutes delays pushes; it does not drop them.
+
+A device gets its pushes one at a time, in the order they were submitted: while one is queued, in flight or
+waiting to retry, the next ones wait behind it. That keeps a device's notifications in order through retries and
+never hammers a token that is failing.
+
+Every final outcome and every retry is told to the ledger (the outbox), which keeps the push durable until then.
+A `dead` result removes the registration through the registry's hook unless the provider's timestamp shows the
+registration is newer than the provider's verdict.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import Counter
 
@@ -37,11 +47,31 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 ON_DEAD_TIMEOUT_SECONDS = 10.0
 
 
+class Ledger(Protocol):
+    """Where pushes are kept until they are final (the outbox)."""
+
+    def retrying(self, notification: Notification, device: Registration, attempts: int, at: float, reason: str) -> None:
+        """A push failed attempt number `attempts` and is due again at `at` (Unix seconds)."""
+
+    def finish(self, notification: Notification, device: Registration) -> None:
+        """A push reached its final outcome."""
+
+
+class _NoLedger:
+    """For a dispatcher used on its own (benchmarks, tests): nothing is kept."""
+
+    def retrying(self, notification: Notification, device: Registration, attempts: int, at: float, reason: str) -> None:
+        return None
+
+    def finish(self, notification: Notification, device: Registration) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how patiently one app's pushes are retried."""
+    """How patiently one app's pushes are retried: with backoff until their TTL, or `max_attempts` tries when set."""
 
-    max_attempts: int
+    max_attempts: int | None
     base_seconds: float
     cap_seconds: float
 
@@ -55,7 +85,7 @@ class RetryPolicy:
         Equal jitter (half fixed, half random) keeps retries from a burst of failures from arriving together
         while still growing exponentially; the provider's `Retry-After` is a floor, not a suggestion.
         """
-        backoff = min(self.cap_seconds, self.base_seconds * 2.0 ** (attempt - 1))
+        backoff = min(self.cap_seconds, self.base_seconds * 2.0 ** min(attempt - 1, 64))
         jittered = backoff / 2 + rand * backoff / 2
         if retry_after is not None:
             jittered = max(jittered, retry_after)
@@ -76,16 +106,21 @@ class Lane:
 
 @dataclass(slots=True)
 class _Job:
+    notification: Notification
     encoded: Encoded
     device: Registration
+    expires_at: float  # Unix seconds: past it the push is not worth sending
     attempt: int = 0
+    not_before: float = 0.0  # Unix seconds: a recovered push waits for its retry time
 
 
 class _LaneState:
     def __init__(self, app: str, lane: Lane) -> None:
         self.app = app
         self.lane = lane
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=lane.app.queue_size)
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.size = 0  # jobs not finished: queued, in flight, parked, or waiting behind their device
+        self.behind: dict[tuple[str, str], deque[_Job]] = {}  # a device with a job in progress → the jobs after it
         self.retry = RetryPolicy.of(lane.app)
         self.workers: list[asyncio.Task[None]] = []
         # Label lookups take a lock and a dict lookup each; these are used on every push, so resolve them once.
@@ -104,11 +139,21 @@ class _LaneState:
 class Dispatcher:
     """Accepts pushes without blocking and works them off per app; see the module docstring."""
 
-    def __init__(self, lanes: Mapping[str, Lane], on_dead: OnDead, rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        lanes: Mapping[str, Lane],
+        on_dead: OnDead,
+        rand: Callable[[], float] = random.random,
+        *,
+        ledger: Ledger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._lanes = {app: _LaneState(app, lane) for app, lane in lanes.items()}
         self._on_dead = on_dead
         self._rand = rand
-        self._timers: dict[int, tuple[asyncio.TimerHandle, _LaneState, _Job]] = {}
+        self._ledger: Ledger = ledger if ledger is not None else _NoLedger()
+        self._clock = clock
+        self._timers: dict[int, asyncio.TimerHandle] = {}
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -124,19 +169,35 @@ class Dispatcher:
         self._accepting = True
 
     def submit(self, notification: Notification, device: Registration) -> bool:
-        """Render and queue one push; False (and a drop counted) when the app is unknown, the queue full or we are
+        """Render and queue one push; False (and a drop counted) when the app is unknown, the lane full or we are
         stopping. This is the one place an unknown app is noticed: a stored registration may name an app that was
         removed from the configuration since.
 
         A push that cannot be encoded at all (a malformed token, a payload that cannot fit) is finished here with
         its final outcome, counted like an attempt's; it counts as taken.
         """
+        return self.resume(notification, device, attempts=0, not_before=0.0, expires_at=None)
+
+    def resume(
+        self,
+        notification: Notification,
+        device: Registration,
+        *,
+        attempts: int,
+        not_before: float,
+        expires_at: float | None,
+    ) -> bool:
+        """`submit` for a push that already had `attempts` tries (one recovered from the outbox): it waits until
+        `not_before` and expires at `expires_at` (default: `ttl_seconds` from now)."""
         state = self._lanes.get(notification.app)
         if state is None:
             metrics.DROPPED.labels(notification.app, "unknown_app").inc()
             return False
         if not self._accepting:
             metrics.DROPPED.labels(state.app, "shutdown").inc()
+            return False
+        if state.size >= state.lane.app.queue_size:
+            metrics.DROPPED.labels(state.app, "queue_full").inc()
             return False
         try:
             encoded = state.lane.renderer.encode(notification, device, state.lane.transport)
@@ -145,11 +206,15 @@ class Dispatcher:
         if isinstance(encoded, SendResult):
             state.outcome(str(encoded.outcome)).inc()
             self._log_final(state, device, str(encoded.outcome), encoded)
+            self._ledger.finish(notification, device)
             return True
-        return self._enqueue(state, _Job(encoded, device))
+        if expires_at is None:
+            expires_at = self._clock() + state.lane.app.ttl_seconds
+        self._admit(state, _Job(notification, encoded, device, expires_at, attempts, not_before))
+        return True
 
     def queued(self) -> int:
-        """Pushes accepted and not finished yet (queued, in flight or waiting to retry)."""
+        """Pushes accepted and not finished yet (queued, in flight, waiting to retry or behind their device)."""
         return self._pending
 
     async def idle(self, timeout: float) -> bool:
@@ -162,14 +227,15 @@ class Dispatcher:
         return True
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Stop accepting, give what is queued (and due to retry) up to `timeout` seconds, then stop the workers."""
+        """Stop accepting, give what is queued (and due to retry) up to `timeout` seconds, then stop the workers.
+
+        Whatever is not final by then stays with the ledger (the outbox keeps it for the next start)."""
         self._accepting = False
         if not await self.idle(timeout):
-            log.warning("delivery stopped with %d pushes unfinished", self._pending)
-        for key, (handle, state, _job) in list(self._timers.items()):
+            log.warning("delivery stopped with %d pushes not final; they stay in the outbox", self._pending)
+        for handle in self._timers.values():
             handle.cancel()
-            metrics.DROPPED.labels(state.app, "shutdown").inc()
-            del self._timers[key]
+        self._timers.clear()
         workers = [task for state in self._lanes.values() for task in state.workers]
         for task in workers:
             task.cancel()
@@ -177,25 +243,38 @@ class Dispatcher:
         for state in self._lanes.values():
             while not state.queue.empty():
                 state.queue.get_nowait()
-                metrics.DROPPED.labels(state.app, "shutdown").inc()
+            state.behind.clear()
+            state.size = 0
             state.depth.set(0)
             await state.lane.transport.close()
         self._pending = 0
         self._idle.set()
 
-    def _enqueue(self, state: _LaneState, job: _Job) -> bool:
-        try:
+    def _admit(self, state: _LaneState, job: _Job) -> None:
+        """Count a new job and queue it, or line it up behind the device's job in progress."""
+        state.size += 1
+        self._pending += 1
+        self._idle.clear()
+        state.depth.set(state.size)
+        key = job.device.key
+        waiting = state.behind.get(key)
+        if waiting is None:
+            state.behind[key] = deque()
             state.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            metrics.DROPPED.labels(state.app, "queue_full").inc()
-            return False
-        if job.attempt == 0:
-            self._pending += 1
-            self._idle.clear()
-        state.depth.set(state.queue.qsize())
-        return True
+        else:
+            waiting.append(job)
 
-    def _finish(self) -> None:
+    def _done(self, state: _LaneState, job: _Job) -> None:
+        """A job is final: the ledger is told, and the device's next job (if any) goes into the queue."""
+        self._ledger.finish(job.notification, job.device)
+        state.size -= 1
+        state.depth.set(state.size)
+        key = job.device.key
+        waiting = state.behind.get(key)
+        if waiting:
+            state.queue.put_nowait(waiting.popleft())
+        else:
+            state.behind.pop(key, None)
         self._pending -= 1
         if self._pending <= 0:
             self._pending = 0
@@ -204,15 +283,15 @@ class Dispatcher:
     async def _work(self, state: _LaneState) -> None:
         while True:
             job = await state.queue.get()
-            state.depth.set(state.queue.qsize())
-            try:
-                if await self._attempt(state, job):
-                    self._finish()
-            finally:
-                state.queue.task_done()
+            wait = job.not_before - self._clock()
+            if wait > 0:
+                self._park(state, job, wait)
+                continue
+            if await self._attempt(state, job):
+                self._done(state, job)
 
     async def _attempt(self, state: _LaneState, job: _Job) -> bool:
-        """One try; True when the job is finished (whatever the outcome), False when it was parked for a retry."""
+        """One try; True when the job is final (whatever the outcome), False when it was parked for a retry."""
         transport = state.lane.transport
         job.attempt += 1
         started = time.perf_counter()
@@ -226,13 +305,19 @@ class Dispatcher:
             result = SendResult.retry(f"error:{type(exc).__name__}")
         state.send_seconds.observe(time.perf_counter() - started)
         outcome = self._classify(state, job, result)
+        delay = 0.0
+        if outcome == "retry":
+            delay = state.retry.delay(job.attempt, result.retry_after, self._rand())
+            if self._clock() + delay > job.expires_at:
+                outcome = "expired"
         state.outcome(outcome).inc()
         if outcome == "retry":
-            self._park(state, job, result.retry_after)
+            self._ledger.retrying(job.notification, job.device, job.attempt, self._clock() + delay, result.reason)
+            self._park(state, job, delay)
             return False
         if outcome == "dead":
             await self._prune(state, job.device, result.provider_timestamp)
-        elif outcome in ("rejected", "gave_up", "stale_dead"):
+        elif outcome in ("rejected", "gave_up", "stale_dead", "expired"):
             self._log_final(state, job.device, outcome, result)
         return True
 
@@ -251,7 +336,8 @@ class Dispatcher:
     @staticmethod
     def _classify(state: _LaneState, job: _Job, result: SendResult) -> str:
         if result.outcome is Outcome.RETRY:
-            return "gave_up" if job.attempt >= state.retry.max_attempts else "retry"
+            limit = state.retry.max_attempts
+            return "gave_up" if limit is not None and job.attempt >= limit else "retry"
         if result.outcome is Outcome.DEAD:
             stamp = result.provider_timestamp
             if stamp is not None and job.device.created_at and stamp <= job.device.created_at:
@@ -259,19 +345,15 @@ class Dispatcher:
             return "dead"
         return str(result.outcome)
 
-    def _park(self, state: _LaneState, job: _Job, retry_after: float | None) -> None:
-        delay = state.retry.delay(job.attempt, retry_after, self._rand())
+    def _park(self, state: _LaneState, job: _Job, delay: float) -> None:
+        """Put a job back into its lane's queue after `delay` seconds; its device's later jobs keep waiting."""
         key = id(job)
-        handle = asyncio.get_running_loop().call_later(delay, self._unpark, key)
-        self._timers[key] = (handle, state, job)
 
-    def _unpark(self, key: int) -> None:
-        entry = self._timers.pop(key, None)
-        if entry is None:
-            return
-        _handle, state, job = entry
-        if not self._enqueue(state, job):
-            self._finish()
+        def requeue() -> None:
+            if self._timers.pop(key, None) is not None:
+                state.queue.put_nowait(job)
+
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, requeue)
 
     async def _prune(self, state: _LaneState, device: Registration, stamp: float | None) -> None:
         metrics.PRUNED.labels(state.app).inc()

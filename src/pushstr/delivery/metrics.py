@@ -11,7 +11,7 @@ OUTCOMES = Counter(
 )
 DROPPED = Counter(
     "pushstr_push_dropped_total",
-    "Pushes dropped before any attempt, by app and reason (queue_full, unknown_app, shutdown)",
+    "Pushes dropped before any attempt, by app and reason (queue_full, unknown_app, outbox_full, shutdown)",
     ["app", "reason"],
 )
 QUEUE_DEPTH = Gauge("pushstr_push_queue_depth", "Pushes waiting in the dispatcher queue", ["app"])
@@ -26,3 +26,7 @@ COALESCED = Counter("pushstr_push_coalesced_total", "Notifications merged into a
 BATCH_OVERFLOW = Counter(
     "pushstr_push_batch_overflow_total", "Notifications sent unbatched because the batcher was full", ["app"]
 )
+OUTBOX_WRITES = Counter(
+    "pushstr_outbox_row_writes_total", "Outbox rows inserted, updated or deleted in the store (write amplification)"
+)
+OUTBOX_COMMIT_FAILURES = Counter("pushstr_outbox_commit_failures_total", "Outbox group commits that failed")

@@ -1,22 +1,14 @@
-"""Which event ids have been seen (in memory, bounded) and which were pushed (persisted in batches).
+"""Which event ids have been seen, in memory and bounded.
 
-Relays are the log: after a restart pushstr re-reads a since-window from its relays, so the ids it already pushed
-must survive the restart or the same DM would wake the phone twice. Only pushed ids are persisted — the stream
-of events that matched nobody is far larger and harmless to re-read.
+Relays are the log: after a restart pushstr re-reads a since-window from its relays, so the ids of events it
+already handled are kept by the outbox's commits (`delivery.outbox`) and seeded back into `SeenIds` at start.
+Only handled ids are kept: the stream of events that matched nobody is far larger and harmless to re-read.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-
-from prometheus_client import Counter
-
-log = logging.getLogger(__name__)
-
-PERSIST_FAILURES = Counter("pushstr_dedupe_persist_failures_total", "Failed writes of pushed event ids")
+from collections.abc import Iterable
 
 
 class SeenIds:
@@ -44,35 +36,3 @@ class SeenIds:
     def update(self, event_ids: Iterable[str]) -> None:
         for event_id in event_ids:
             self.add(event_id)
-
-
-PersistFn = Callable[[Sequence[tuple[str, int]]], Awaitable[None]]
-
-
-class PushedLog:
-    """Buffers ids of pushed events and writes them to the store in batches (`flush`)."""
-
-    def __init__(self, persist: PersistFn, max_pending: int = 100_000) -> None:
-        self._persist = persist
-        self._pending: list[tuple[str, int]] = []
-        self._max_pending = max_pending
-
-    def record(self, event_id: str) -> None:
-        if len(self._pending) < self._max_pending:
-            self._pending.append((event_id, int(time.time())))
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    async def flush(self) -> None:
-        """Write what is pending; on failure keep it for the next flush (bounded) and count the failure."""
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        try:
-            await self._persist(batch)
-        except Exception:
-            PERSIST_FAILURES.inc()
-            log.warning("could not persist %d pushed event ids; will retry", len(batch), exc_info=True)
-            self._pending = (batch + self._pending)[: self._max_pending]

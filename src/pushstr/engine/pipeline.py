@@ -16,7 +16,6 @@ from prometheus_client import Counter
 from pushstr.config import AppConfig
 from pushstr.delivery.render import MODES_WITH_EVENT, payload_mode
 from pushstr.engine.admission import Admission, Rejected
-from pushstr.engine.dedupe import PushedLog
 from pushstr.engine.match import DevicesFor, match_event
 from pushstr.logutil import RateLimitedLog
 from pushstr.metrics import LoopCounter
@@ -46,6 +45,11 @@ _DM, _GIFT_WRAP, _NOTE, _ZAP_RECEIPT = (
 
 class Submitter(Protocol):
     def submit(self, notification: Notification, device: Registration) -> bool: ...
+
+
+class HandledLog(Protocol):
+    def record(self, event_id: str) -> None:
+        """Mark an event handled, so that a restart's relay catch-up does not push it again."""
 
 
 KindHandler = Callable[[Event], None]
@@ -99,7 +103,7 @@ class Pipeline:
         devices_for: DevicesFor,
         delivery: Submitter,
         apps: Mapping[str, AppConfig],
-        pushed: PushedLog,
+        handled: HandledLog,
         *,
         devices_for_group: DevicesFor | None = None,
         policy: Policy | None = None,
@@ -118,7 +122,7 @@ class Pipeline:
         self._alert_sender = alert_sender
         self._delivery = delivery
         self._apps = apps
-        self._pushed = pushed
+        self._handled = handled
         self._handlers: dict[int, KindHandler] = {}
 
     def add_kind_handler(self, kind: int, handler: KindHandler) -> None:
@@ -159,7 +163,7 @@ class Pipeline:
         if not matches:
             return 0
         MATCHED.inc()
-        self._pushed.record(event.id)
+        self._handled.record(event.id)
         sent = 0
         sender = _sender(event)
         conversation = _conversation(event)

@@ -194,6 +194,10 @@ class Registry:
         """The devices of a pubkey (an empty sequence when none): the hot-path lookup, one dict access."""
         return self._by_pubkey.get(pubkey, ())
 
+    def device(self, pubkey: str, device_token: str) -> Registration | None:
+        """The registration of one device, if it is registered."""
+        return self._index.get(pubkey, device_token)
+
     def registrations_of(self, pubkey: str) -> list[Registration]:
         """The devices of a pubkey as a list the caller may keep or change."""
         return list(self._index.devices_for(pubkey))

@@ -7,10 +7,58 @@ few small queries for the API and health checks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pushstr.registry.model import Registration
+
+OutboxKey = tuple[str, str, str]
+"""(event_id, pubkey, device_token): one push of one event to one device."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A pending push as stored: its key, its app, the notification (JSON) and where its retries stand."""
+
+    event_id: str
+    pubkey: str
+    device_token: str
+    app: str
+    notification: str
+    enqueued_at: float
+    expires_at: float
+    next_attempt_at: float
+    attempts: int = 0
+    last_reason: str | None = None
+
+    @property
+    def key(self) -> OutboxKey:
+        return (self.event_id, self.pubkey, self.device_token)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAttempt:
+    """A pending push that failed an attempt and waits for its next one."""
+
+    key: OutboxKey
+    attempts: int
+    next_attempt_at: float
+    last_reason: str
+
+
+@dataclass(slots=True)
+class OutboxWrite:
+    """What one group commit writes, in one transaction: new pending pushes, retries, final outcomes (rows to
+    delete) and the ids of events now handled (pushed, or held back by policy)."""
+
+    added: list[OutboxRow] = field(default_factory=list)
+    retried: list[OutboxAttempt] = field(default_factory=list)
+    finished: list[OutboxKey] = field(default_factory=list)
+    handled: list[tuple[str, int]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.retried or self.finished or self.handled)
 
 
 class Store(Protocol):
@@ -41,8 +89,13 @@ class Store(Protocol):
     def iter_registration_batches(self, batch_size: int = 10_000) -> AsyncIterator[list[Registration]]:
         """Every stored registration, in lists of up to `batch_size`: the start-up read, with no per-row await."""
 
-    async def remember_pushed(self, items: Sequence[tuple[str, int]]) -> None:
-        """Record (event_id, seen_at) pairs; an id already recorded keeps its first `seen_at`."""
+    async def write_outbox(self, write: OutboxWrite) -> None:
+        """Apply one group commit in one transaction: insert `added` (a key already present is kept as it is),
+        update `retried`, delete `finished`, and record `handled` event ids (an id already recorded keeps its first
+        `seen_at`)."""
+
+    async def load_outbox(self) -> list[OutboxRow]:
+        """Every pending push, oldest first (the recovery read at start)."""
 
     async def pushed_since(self, since: int) -> list[str]:
         """Ids of events recorded with `seen_at >= since`, to seed the in-memory dedupe at start."""

@@ -126,6 +126,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE registrations SET dialect = 'http-nip98' WHERE dialect = 'http'",
         ),
     ),
+    Migration(
+        3,
+        "the outbox: pushes matched and not yet final",
+        (
+            """
+            CREATE TABLE outbox (
+                event_id TEXT NOT NULL,
+                pubkey TEXT NOT NULL,
+                device_token TEXT NOT NULL,
+                app TEXT NOT NULL,
+                notification TEXT NOT NULL,
+                enqueued_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                next_attempt_at DOUBLE PRECISION NOT NULL,
+                attempts BIGINT NOT NULL,
+                last_reason TEXT,
+                PRIMARY KEY (event_id, pubkey, device_token)
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -38,6 +38,23 @@ pushed_events = Table(
     Column("seen_at", BigInteger, nullable=False),
 )
 
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("event_id", Text, nullable=False),
+    Column("pubkey", Text, nullable=False),
+    Column("device_token", Text, nullable=False),
+    Column("app", Text, nullable=False),
+    # The notification as JSON (see `delivery.outbox`): enough to render the push again after a restart.
+    Column("notification", Text, nullable=False),
+    Column("enqueued_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("next_attempt_at", Double, nullable=False),
+    Column("attempts", BigInteger, nullable=False),
+    Column("last_reason", Text),
+    PrimaryKeyConstraint("event_id", "pubkey", "device_token"),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

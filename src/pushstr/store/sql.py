@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, select, text
+from sqlalchemy import Connection, bindparam, delete, event, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -31,10 +31,11 @@ from sqlalchemy.util import await_
 
 from pushstr.logutil import RateLimitedLog, ident
 from pushstr.registry.model import Registration
+from pushstr.registry.storage import OutboxRow, OutboxWrite
 from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.migrations import migrate
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
-from pushstr.store.schema import pushed_events, registrations
+from pushstr.store.schema import outbox, pushed_events, registrations
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,13 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
 
+_OUTBOX_COLUMNS = tuple(outbox.c[name] for name in OutboxRow.__slots__)
+
+
+def _outbox_values(row: OutboxRow) -> dict[str, object]:
+    return {name: getattr(row, name) for name in OutboxRow.__slots__}
+
+
 class SqlStore:
     """`Store` on a SQLAlchemy URL: `sqlite+aiosqlite:///…` or `postgresql+asyncpg://…`."""
 
@@ -114,6 +122,7 @@ class SqlStore:
             event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
             upsert: sqlite.Insert | postgresql.Insert = sqlite.insert(registrations)
             insert_pushed: sqlite.Insert | postgresql.Insert = sqlite.insert(pushed_events).on_conflict_do_nothing()
+            insert_outbox: sqlite.Insert | postgresql.Insert = sqlite.insert(outbox).on_conflict_do_nothing()
         else:
             engine = create_async_engine(
                 self._url,
@@ -122,6 +131,7 @@ class SqlStore:
             )
             upsert = postgresql.insert(registrations)
             insert_pushed = postgresql.insert(pushed_events).on_conflict_do_nothing()
+            insert_outbox = postgresql.insert(outbox).on_conflict_do_nothing()
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
         self._closed = False
@@ -136,6 +146,22 @@ class SqlStore:
             },
         )
         self._insert_pushed = insert_pushed
+        self._insert_outbox = insert_outbox
+        key = (
+            (outbox.c.event_id == bindparam("k_event"))
+            & (outbox.c.pubkey == bindparam("k_pubkey"))
+            & (outbox.c.device_token == bindparam("k_token"))
+        )
+        self._update_outbox = (
+            update(outbox)
+            .where(key)
+            .values(
+                attempts=bindparam("attempts"),
+                next_attempt_at=bindparam("next_attempt_at"),
+                last_reason=bindparam("last_reason"),
+            )
+        )
+        self._delete_outbox = delete(outbox).where(key)
         self._columns = [registrations.c[name] for name in REGISTRATION_COLUMNS]
         self._select_registrations = str(select(*self._columns).compile(dialect=engine.dialect))
 
@@ -228,12 +254,37 @@ class SqlStore:
         async for rows in result.partitions():
             yield rows
 
-    async def remember_pushed(self, items: Sequence[tuple[str, int]]) -> None:
-        if not items:
+    async def write_outbox(self, write: OutboxWrite) -> None:
+        if not write:
             return
-        params = [{"event_id": event_id, "seen_at": int(seen_at)} for event_id, seen_at in items]
         async with self._writer.begin() as conn:
-            await conn.execute(self._insert_pushed, params)
+            if write.added:
+                await conn.execute(self._insert_outbox, [_outbox_values(row) for row in write.added])
+            if write.retried:
+                params = [
+                    {
+                        "k_event": attempt.key[0],
+                        "k_pubkey": attempt.key[1],
+                        "k_token": attempt.key[2],
+                        "attempts": attempt.attempts,
+                        "next_attempt_at": attempt.next_attempt_at,
+                        "last_reason": attempt.last_reason,
+                    }
+                    for attempt in write.retried
+                ]
+                await conn.execute(self._update_outbox, params)
+            if write.finished:
+                params = [{"k_event": e, "k_pubkey": p, "k_token": t} for e, p, t in write.finished]
+                await conn.execute(self._delete_outbox, params)
+            if write.handled:
+                handled = [{"event_id": event_id, "seen_at": int(seen_at)} for event_id, seen_at in write.handled]
+                await conn.execute(self._insert_pushed, handled)
+
+    async def load_outbox(self) -> list[OutboxRow]:
+        statement = select(*_OUTBOX_COLUMNS).order_by(outbox.c.enqueued_at)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [OutboxRow(*row) for row in rows]
 
     async def pushed_since(self, since: int) -> list[str]:
         statement = select(pushed_events.c.event_id).where(pushed_events.c.seen_at >= since)

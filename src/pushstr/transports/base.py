@@ -96,6 +96,13 @@ class Notification:
     conversation: str | None = None
     preview: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    merged: tuple[str, ...] = ()
+    """Ids of the earlier events batching merged into this one (each has its own outbox row)."""
+
+    @property
+    def event_ids(self) -> tuple[str, ...]:
+        """Every event this push stands for: the merged ones, then its own."""
+        return (*self.merged, self.event_id)
 
 
 @dataclass(frozen=True, slots=True)
