@@ -14,9 +14,10 @@ import pytest
 from pushstr.api.app import create_app
 from pushstr.app import Service
 from pushstr.nostr import nip19
+from pushstr.nostr.event import sign_event
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip98 import build_authorization
-from tests.harness import make_settings
+from tests.harness import make_settings, wait_until
 
 BASE = "http://pushstr.test"
 USER = Keys.generate()
@@ -207,3 +208,18 @@ async def test_health_ready_info_metrics(api: Api) -> None:
     nip11 = await api.client.get("/", headers={"accept": "application/nostr+json"})
     assert nip11.json()["pubkey"] == api.service.keys.public_hex
     assert (await api.client.get("/openapi.json")).json()["paths"]["/register"]
+
+
+async def test_registrations_show_the_last_delivery(api: Api) -> None:
+    assert (await api.call("POST", "/register", _register_body(platform="android"))).status_code == 201
+    before = (await api.call("GET", "/registrations")).json()["registrations"]
+    assert before[0]["last_push"] is None
+    dm = sign_event(OTHER, 4, "hello", [["p", USER.public_hex]]).to_dict()
+    assert api.service.pipeline.ingest(dm).notified == 1
+    await wait_until(lambda: api.service.delivery.pending == 0)
+    await api.service.delivery.durable()
+    # A second token of the same second would be the same event: NIP-98 refuses replays.
+    after = await api.call("GET", "/registrations", created_at=int(time.time()) + 1)
+    (listed,) = after.json()["registrations"]
+    assert listed["last_push"]["outcome"] == "delivered"
+    assert abs(listed["last_push"]["at"] - time.time()) < 60

@@ -59,7 +59,7 @@ async def test_a_push_final_before_its_commit_is_never_written(store: SqlStore) 
     try:
         outbox.record(_note(1).event_id)
         assert outbox.add(_note(1), _device(), 3600)
-        outbox.finish(_note(1), _device())
+        outbox.finish(_note(1), _device(), "delivered")
         await outbox.durable()
     finally:
         await outbox.close()
@@ -85,7 +85,7 @@ async def test_pending_rows_are_committed_updated_and_deleted(store: SqlStore) -
         await outbox.durable()
         (retried,) = await store.load_outbox()
         assert (retried.attempts, retried.last_reason) == (2, "http-503")
-        outbox.finish(_note(1), _device())
+        outbox.finish(_note(1), _device(), "delivered")
         await outbox.durable()
         assert await store.load_outbox() == []
     finally:
@@ -122,7 +122,7 @@ async def test_memory_only_devices_never_reach_the_disk(store: SqlStore) -> None
         assert outbox.add(_note(1), _device(persistent=False), 3600)
         await outbox.durable()
         assert len(outbox) == 1 and await store.load_outbox() == []
-        outbox.finish(_note(1), _device(persistent=False))
+        outbox.finish(_note(1), _device(persistent=False), "delivered")
         assert len(outbox) == 0
     finally:
         await outbox.close()
@@ -180,7 +180,7 @@ async def test_the_gauges_show_depth_and_drain_to_zero(store: SqlStore) -> None:
         assert REGISTRY.get_sample_value("pushstr_outbox_pending", labels) == 3
         assert (REGISTRY.get_sample_value("pushstr_outbox_oldest_seconds", labels) or 0.0) >= 0.0
         for n in range(3):
-            outbox.finish(_note(n, app="gauged"), _device())
+            outbox.finish(_note(n, app="gauged"), _device(), "delivered")
         assert REGISTRY.get_sample_value("pushstr_outbox_pending", labels) == 0
     finally:
         await outbox.close()

@@ -207,7 +207,7 @@ async def test_version_1_database_is_migrated_with_every_field(store_url: str) -
 
     versions, columns = await table_state(store_url)
     assert versions == [step.version for step in MIGRATIONS]
-    assert columns == set(REGISTRATION_COLUMNS)
+    assert columns == {*REGISTRATION_COLUMNS, "last_push_at", "last_outcome"}
     engine = create_async_engine(store_url)
     try:
         async with engine.connect() as conn:

@@ -53,8 +53,8 @@ class Ledger(Protocol):
     def retrying(self, notification: Notification, device: Registration, attempts: int, at: float, reason: str) -> None:
         """A push failed attempt number `attempts` and is due again at `at` (Unix seconds)."""
 
-    def finish(self, notification: Notification, device: Registration) -> None:
-        """A push reached its final outcome."""
+    def finish(self, notification: Notification, device: Registration, outcome: str) -> None:
+        """A push reached its final outcome (`delivered`, `dead`, `rejected`, `expired`, …)."""
 
 
 class _NoLedger:
@@ -63,7 +63,7 @@ class _NoLedger:
     def retrying(self, notification: Notification, device: Registration, attempts: int, at: float, reason: str) -> None:
         return None
 
-    def finish(self, notification: Notification, device: Registration) -> None:
+    def finish(self, notification: Notification, device: Registration, outcome: str) -> None:
         return None
 
 
@@ -206,7 +206,7 @@ class Dispatcher:
         if isinstance(encoded, SendResult):
             state.outcome(str(encoded.outcome)).inc()
             self._log_final(state, device, str(encoded.outcome), encoded)
-            self._ledger.finish(notification, device)
+            self._ledger.finish(notification, device, str(encoded.outcome))
             return True
         if expires_at is None:
             expires_at = self._clock() + state.lane.app.ttl_seconds
@@ -264,9 +264,9 @@ class Dispatcher:
         else:
             waiting.append(job)
 
-    def _done(self, state: _LaneState, job: _Job) -> None:
+    def _done(self, state: _LaneState, job: _Job, outcome: str) -> None:
         """A job is final: the ledger is told, and the device's next job (if any) goes into the queue."""
-        self._ledger.finish(job.notification, job.device)
+        self._ledger.finish(job.notification, job.device, outcome)
         state.size -= 1
         state.depth.set(state.size)
         key = job.device.key
@@ -287,11 +287,12 @@ class Dispatcher:
             if wait > 0:
                 self._park(state, job, wait)
                 continue
-            if await self._attempt(state, job):
-                self._done(state, job)
+            outcome = await self._attempt(state, job)
+            if outcome is not None:
+                self._done(state, job, outcome)
 
-    async def _attempt(self, state: _LaneState, job: _Job) -> bool:
-        """One try; True when the job is final (whatever the outcome), False when it was parked for a retry."""
+    async def _attempt(self, state: _LaneState, job: _Job) -> str | None:
+        """One try; the final outcome, or None when the job was parked for a retry."""
         transport = state.lane.transport
         job.attempt += 1
         started = time.perf_counter()
@@ -314,12 +315,12 @@ class Dispatcher:
         if outcome == "retry":
             self._ledger.retrying(job.notification, job.device, job.attempt, self._clock() + delay, result.reason)
             self._park(state, job, delay)
-            return False
+            return None
         if outcome == "dead":
             await self._prune(state, job.device, result.provider_timestamp)
         elif outcome in ("rejected", "gave_up", "stale_dead", "expired"):
             self._log_final(state, job.device, outcome, result)
-        return True
+        return outcome
 
     @staticmethod
     def _log_final(state: _LaneState, device: Registration, outcome: str, result: SendResult) -> None:

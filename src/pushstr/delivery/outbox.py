@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from pushstr.delivery import metrics
 from pushstr.logutil import RateLimitedLog
 from pushstr.registry.model import Mode, Registration
-from pushstr.registry.storage import OutboxAttempt, OutboxKey, OutboxRow, OutboxWrite, Store
+from pushstr.registry.storage import DeliveryStatus, OutboxAttempt, OutboxKey, OutboxRow, OutboxWrite, Store
 from pushstr.transports.base import Notification
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class Outbox:
         self._retried: dict[OutboxKey, OutboxAttempt] = {}
         self._finished: list[OutboxKey] = []
         self._handled: list[tuple[str, int]] = []
+        self._statuses: dict[tuple[str, str], DeliveryStatus] = {}
         self._failed: OutboxWrite | None = None
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()
@@ -167,8 +168,11 @@ class Outbox:
                 self._retried[key] = OutboxAttempt(key, attempts, at, reason)
         self._changed()
 
-    def finish(self, notification: Notification, device: Registration) -> None:
-        """A push reached its final outcome: its rows go (or are never written, when not committed yet)."""
+    def finish(self, notification: Notification, device: Registration, outcome: str) -> None:
+        """A push reached its final outcome: its rows go (or are never written, when not committed yet), and the
+        device's delivery status (what `GET /registrations` shows) is updated in the same commit."""
+        if device.persistent:
+            self._statuses[device.key] = DeliveryStatus(device.pubkey, device.device_token, self._clock(), outcome)
         for key in outbox_keys(notification, device):
             entry = self._entries.pop(key, None)
             if entry is None:
@@ -239,7 +243,7 @@ class Outbox:
         self._wake.set()
 
     def _has_changes(self) -> bool:
-        return bool(self._added or self._retried or self._finished or self._handled)
+        return bool(self._added or self._retried or self._finished or self._handled or self._statuses)
 
     async def _run(self) -> None:
         while True:
@@ -262,8 +266,9 @@ class Outbox:
                 retried=list(self._retried.values()),
                 finished=self._finished,
                 handled=self._handled,
+                statuses=list(self._statuses.values()),
             )
-            self._added, self._retried, self._finished, self._handled = {}, {}, [], []
+            self._added, self._retried, self._finished, self._handled, self._statuses = {}, {}, [], [], {}
         if self._failed is not None:
             write = self._failed
             await self._store.write_outbox(write)

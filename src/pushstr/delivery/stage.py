@@ -128,7 +128,7 @@ class Delivery:
         if self._dispatcher.submit(notification, device):
             return True
         if self._outbox is not None:
-            self._outbox.finish(notification, device)
+            self._outbox.finish(notification, device, "dropped")
         return False
 
     async def close(self, timeout: float | None = None) -> None:

@@ -24,6 +24,7 @@ from pushstr.nostr.keys import is_hex
 from pushstr.nostr.nip98 import ReplayCache
 from pushstr.registry.model import Mode, Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
+from pushstr.registry.storage import DeliveryStatus
 
 DIALECT = "http-nip98"
 MAX_TOKEN_LENGTH = 4096
@@ -57,7 +58,9 @@ class UnregisterBody(BaseModel):
     device_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
 
 
-def registration_view(reg: Registration) -> dict[str, Any]:
+def registration_view(reg: Registration, status: DeliveryStatus | None = None) -> dict[str, Any]:
+    """A registration as the API shows it; with `status`, also when its last push ended and how."""
+    last = {"at": round(status.at, 3), "outcome": status.outcome} if status is not None else None
     return {
         "pubkey": reg.pubkey,
         "npub": nip19.npub_encode(reg.pubkey),
@@ -67,6 +70,7 @@ def registration_view(reg: Registration) -> dict[str, Any]:
         "kinds": sorted(reg.kinds),
         "mode": reg.mode,
         "created_at": int(reg.created_at),
+        "last_push": last,
     }
 
 
@@ -197,7 +201,9 @@ class HttpNip98(Dialect):
         async def registrations(request: Request) -> dict[str, Any]:
             auth = await authenticate(request, b"")
             devices = registry.registrations_of(auth.pubkey)
-            return {"pubkey": auth.pubkey, "registrations": [registration_view(reg) for reg in devices]}
+            statuses = await registry.delivery_statuses(auth.pubkey)
+            views = [registration_view(reg, statuses.get(reg.device_token)) for reg in devices]
+            return {"pubkey": auth.pubkey, "registrations": views}
 
         return router
 

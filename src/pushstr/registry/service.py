@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pushstr.logutil import ident
 from pushstr.registry.index import KindInterest, RegistryIndex
 from pushstr.registry.model import Registration
-from pushstr.registry.storage import Store
+from pushstr.registry.storage import DeliveryStatus, Store
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +197,11 @@ class Registry:
     def device(self, pubkey: str, device_token: str) -> Registration | None:
         """The registration of one device, if it is registered."""
         return self._index.get(pubkey, device_token)
+
+    async def delivery_statuses(self, pubkey: str) -> dict[str, DeliveryStatus]:
+        """The last delivery outcome of each of a pubkey's stored devices, by device token (read from the store:
+        the outbox writes it there with its commits)."""
+        return await self._store.delivery_statuses(pubkey)
 
     def registrations_of(self, pubkey: str) -> list[Registration]:
         """The devices of a pubkey as a list the caller may keep or change."""

@@ -47,6 +47,16 @@ class OutboxAttempt:
     last_reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    """The last final outcome of a device's pushes, and when (Unix seconds): what its owner can look up."""
+
+    pubkey: str
+    device_token: str
+    at: float
+    outcome: str
+
+
 @dataclass(slots=True)
 class OutboxWrite:
     """What one group commit writes, in one transaction: new pending pushes, retries, final outcomes (rows to
@@ -56,9 +66,10 @@ class OutboxWrite:
     retried: list[OutboxAttempt] = field(default_factory=list)
     finished: list[OutboxKey] = field(default_factory=list)
     handled: list[tuple[str, int]] = field(default_factory=list)
+    statuses: list[DeliveryStatus] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.retried or self.finished or self.handled)
+        return bool(self.added or self.retried or self.finished or self.handled or self.statuses)
 
 
 class Store(Protocol):
@@ -91,11 +102,14 @@ class Store(Protocol):
 
     async def write_outbox(self, write: OutboxWrite) -> None:
         """Apply one group commit in one transaction: insert `added` (a key already present is kept as it is),
-        update `retried`, delete `finished`, and record `handled` event ids (an id already recorded keeps its first
-        `seen_at`)."""
+        update `retried`, delete `finished`, record `handled` event ids (an id already recorded keeps its first
+        `seen_at`) and set the `statuses` of the devices they concern."""
 
     async def load_outbox(self) -> list[OutboxRow]:
         """Every pending push, oldest first (the recovery read at start)."""
+
+    async def delivery_statuses(self, pubkey: str) -> dict[str, DeliveryStatus]:
+        """The last delivery outcome of each of a pubkey's stored devices that has had one, by device token."""
 
     async def pushed_since(self, since: int) -> list[str]:
         """Ids of events recorded with `seen_at >= since`, to seed the in-memory dedupe at start."""

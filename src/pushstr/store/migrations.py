@@ -128,7 +128,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
-        "the outbox: pushes matched and not yet final",
+        "the outbox: pushes matched and not yet final; each device's last delivery outcome",
         (
             """
             CREATE TABLE outbox (
@@ -145,6 +145,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (event_id, pubkey, device_token)
             )
             """,
+            "ALTER TABLE registrations ADD COLUMN last_push_at DOUBLE PRECISION",
+            "ALTER TABLE registrations ADD COLUMN last_outcome TEXT",
         ),
     ),
 )

@@ -28,6 +28,10 @@ registrations = Table(
     Column("groups", Text),
     Column("authors", Text),
     Column("relays", Text),
+    # The last final outcome of the device's pushes (`DeliveryStatus`), written by the outbox's commits; not part
+    # of `Registration`, and reset by a re-registration.
+    Column("last_push_at", Double),
+    Column("last_outcome", Text),
     PrimaryKeyConstraint("pubkey", "device_token"),
 )
 

@@ -31,7 +31,7 @@ from sqlalchemy.util import await_
 
 from pushstr.logutil import RateLimitedLog, ident
 from pushstr.registry.model import Registration
-from pushstr.registry.storage import OutboxRow, OutboxWrite
+from pushstr.registry.storage import DeliveryStatus, OutboxRow, OutboxWrite
 from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.migrations import migrate
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
@@ -162,6 +162,14 @@ class SqlStore:
             )
         )
         self._delete_outbox = delete(outbox).where(key)
+        self._update_status = (
+            update(registrations)
+            .where(
+                (registrations.c.pubkey == bindparam("k_pubkey"))
+                & (registrations.c.device_token == bindparam("k_token"))
+            )
+            .values(last_push_at=bindparam("at"), last_outcome=bindparam("outcome"))
+        )
         self._columns = [registrations.c[name] for name in REGISTRATION_COLUMNS]
         self._select_registrations = str(select(*self._columns).compile(dialect=engine.dialect))
 
@@ -276,9 +284,24 @@ class SqlStore:
             if write.finished:
                 params = [{"k_event": e, "k_pubkey": p, "k_token": t} for e, p, t in write.finished]
                 await conn.execute(self._delete_outbox, params)
+            if write.statuses:
+                statuses = [
+                    {"k_pubkey": s.pubkey, "k_token": s.device_token, "at": s.at, "outcome": s.outcome}
+                    for s in write.statuses
+                ]
+                await conn.execute(self._update_status, statuses)
             if write.handled:
                 handled = [{"event_id": event_id, "seen_at": int(seen_at)} for event_id, seen_at in write.handled]
                 await conn.execute(self._insert_pushed, handled)
+
+    async def delivery_statuses(self, pubkey: str) -> dict[str, DeliveryStatus]:
+        columns = registrations.c
+        statement = select(columns.device_token, columns.last_push_at, columns.last_outcome).where(
+            (columns.pubkey == pubkey) & columns.last_outcome.is_not(None)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return {token: DeliveryStatus(pubkey, token, float(at), str(outcome)) for token, at, outcome in rows}
 
     async def load_outbox(self) -> list[OutboxRow]:
         statement = select(*_OUTBOX_COLUMNS).order_by(outbox.c.enqueued_at)
