@@ -120,6 +120,9 @@ class EndpointConfig(_Section):
 class OutboxConfig(_Section):
     """Pushes matched and not final yet, kept in the store until their outcome is final."""
 
+    enabled: bool = Field(
+        True, description="keep pending pushes in the store; off: in memory only (a restart or crash loses them)"
+    )
     max_pending: int = Field(
         1_000_000, ge=1, description="pushes pending at most; past it new pushes are refused (counted)"
     )

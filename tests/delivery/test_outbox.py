@@ -185,3 +185,32 @@ async def test_the_gauges_show_depth_and_drain_to_zero(store: SqlStore) -> None:
     finally:
         await outbox.close()
     assert REGISTRY.get_sample_value("pushstr_outbox_pending", labels) is None
+
+
+async def test_with_pushes_kept_in_memory_only_the_handled_ids_are_written(store: SqlStore) -> None:
+    outbox = Outbox(store, max_pending=10, commit_interval=0.001, keep_pushes=False)
+    await outbox.start()
+    try:
+        outbox.record(_note(1).event_id)
+        assert outbox.add(_note(1), _device(), 3600)
+        await outbox.durable()
+        assert len(outbox) == 1 and await store.load_outbox() == []
+    finally:
+        await outbox.close()
+    assert await store.pushed_since(0) == [_note(1).event_id]
+
+
+async def test_a_devices_status_is_written_once_per_outcome_and_minute(store: SqlStore) -> None:
+    now = [1000.0]
+    await store.save_registration(_device())
+    outbox = Outbox(store, max_pending=10, commit_interval=0.001, clock=lambda: now[0])
+    await outbox.start()
+    try:
+        for n, (at, outcome) in enumerate([(1000.0, "delivered"), (1010.0, "delivered"), (1020.0, "dead")]):
+            now[0] = at
+            outbox.finish(_note(n), _device(), outcome)
+            await outbox.durable()
+            status = (await store.delivery_statuses(ALICE))["phone"]
+            assert (status.at, status.outcome) == ((1000.0, "delivered") if n < 2 else (1020.0, "dead"))
+    finally:
+        await outbox.close()

@@ -39,6 +39,11 @@ _quiet = RateLimitedLog(log)
 
 #: After a failed commit, wait this long before trying again (the store is down or locked).
 RETRY_COMMIT_SECONDS = 1.0
+#: A device's delivery status is written again for the same outcome only after this long: a busy device would
+#: otherwise cost a registration update per push.
+STATUS_REFRESH_SECONDS = 60.0
+#: Devices whose last written status is remembered (for the refresh rule); past it the memory starts over.
+MAX_STATUS_MEMORY = 100_000
 
 
 def outbox_keys(notification: Notification, device: Registration) -> list[OutboxKey]:
@@ -100,9 +105,13 @@ class Outbox:
         *,
         max_pending: int,
         commit_interval: float,
+        keep_pushes: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """With `keep_pushes` off, pending pushes live in memory only (a restart loses them); handled event ids
+        and delivery statuses are still written."""
         self._store = store
+        self._keep_pushes = keep_pushes
         self._max_pending = max_pending
         self._commit_interval = commit_interval
         self._clock = clock
@@ -113,12 +122,14 @@ class Outbox:
         self._finished: list[OutboxKey] = []
         self._handled: list[tuple[str, int]] = []
         self._statuses: dict[tuple[str, str], DeliveryStatus] = {}
+        self._written_status: dict[tuple[str, str], tuple[str, float]] = {}
         self._failed: OutboxWrite | None = None
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()
         self._generation = 0  # bumped by every change, so `durable()` knows what it waits for
         self._committed_generation = 0
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -141,7 +152,7 @@ class Outbox:
             _quiet.warning("outbox-full", "outbox full (%d pending): new pushes are refused", len(self._entries))
             return False
         now = self._clock()
-        durable = device.persistent
+        durable = device.persistent and self._keep_pushes
         text = encode_notification(notification) if durable else ""
         app = notification.app
         per_app = self._by_app.setdefault(app, {})
@@ -172,7 +183,7 @@ class Outbox:
         """A push reached its final outcome: its rows go (or are never written, when not committed yet), and the
         device's delivery status (what `GET /registrations` shows) is updated in the same commit."""
         if device.persistent:
-            self._statuses[device.key] = DeliveryStatus(device.pubkey, device.device_token, self._clock(), outcome)
+            self._note_status(device, outcome)
         for key in outbox_keys(notification, device):
             entry = self._entries.pop(key, None)
             if entry is None:
@@ -186,6 +197,16 @@ class Outbox:
             if self._added.pop(key, None) is None:
                 self._finished.append(key)
         self._changed()
+
+    def _note_status(self, device: Registration, outcome: str) -> None:
+        now = self._clock()
+        last = self._written_status.get(device.key)
+        if last is not None and last[0] == outcome and now - last[1] < STATUS_REFRESH_SECONDS:
+            return
+        if len(self._written_status) >= MAX_STATUS_MEMORY:
+            self._written_status.clear()
+        self._written_status[device.key] = (outcome, now)
+        self._statuses[device.key] = DeliveryStatus(device.pubkey, device.device_token, now, outcome)
 
     async def durable(self) -> None:
         """Wait until everything added or recorded so far is committed (immediately when nothing is pending)."""
@@ -223,15 +244,21 @@ class Outbox:
         self._task = asyncio.create_task(self._run(), name="outbox-commit")
         _COLLECTOR.outboxes.add(self)
 
-    async def close(self) -> None:
-        """Stop the committer and write what is left (pending pushes stay in the store for the next start)."""
+    async def close(self, timeout: float = 10.0) -> None:
+        """Let the committer write what is left, then stop it (pending pushes stay in the store for the next start).
+
+        The committer is not cancelled in the middle of a write: it finishes, commits the rest and ends, or is
+        given up after `timeout` seconds (the store is unreachable); then the warning says what was not written.
+        """
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
-        with contextlib.suppress(Exception):
-            await self._commit()
         if self._failed is not None or self._has_changes():
             log.warning("outbox: the last changes could not be written; the next start re-reads from relays")
         _COLLECTOR.outboxes.discard(self)
@@ -248,7 +275,8 @@ class Outbox:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._commit_interval)  # the group: whatever else arrives in this window
+            if not self._closing:
+                await asyncio.sleep(self._commit_interval)  # the group: whatever else arrives in this window
             self._wake.clear()
             try:
                 await self._commit()
@@ -257,6 +285,9 @@ class Outbox:
                 _quiet.warning("outbox-commit", "outbox commit failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(RETRY_COMMIT_SECONDS)
                 self._wake.set()
+                continue
+            if self._closing and self._failed is None and not self._has_changes():
+                return
 
     async def _commit(self) -> None:
         generation = self._generation

@@ -188,7 +188,12 @@ def build_delivery(
     public = vapid.vapid_public_key(settings.server.data_dir) if uses_webpush else None
     config = settings.outbox
     outbox = (
-        Outbox(store, max_pending=config.max_pending, commit_interval=config.commit_interval_seconds)
+        Outbox(
+            store,
+            max_pending=config.max_pending,
+            commit_interval=config.commit_interval_seconds,
+            keep_pushes=config.enabled,
+        )
         if store is not None
         else None
     )
