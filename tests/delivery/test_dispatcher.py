@@ -133,3 +133,31 @@ async def test_refusals_are_counted_drops(reason: str) -> None:
     finally:
         await dispatcher.close()
     assert (REGISTRY.get_sample_value("pushstr_push_dropped_total", labels) or 0.0) == before + 1
+
+
+class Kept:
+    """A ledger that remembers what became final."""
+
+    def __init__(self) -> None:
+        self.final: list[str] = []
+
+    def retrying(self, notification: Notification, device: Registration, attempts: int, at: float, reason: str) -> None:
+        return None
+
+    def finish(self, notification: Notification, device: Registration, outcome: str) -> None:
+        self.final.append(outcome)
+
+
+async def test_shutdown_does_not_wait_for_retries_and_leaves_them_pending() -> None:
+    app = _app_id()
+    transport = ScriptedTransport([SendResult.retry("unavailable", 503)] * 10)
+    ledger = Kept()
+    dispatcher = Dispatcher({app: _lane(transport, backoff_base_seconds=60)}, _no_dead, ledger=ledger)
+    await dispatcher.start()
+    assert dispatcher.submit(_note(app, 1), _device(app))
+    assert dispatcher.submit(_note(app, 2), _device(app))  # behind the first: same device
+    await transport.done.get()  # the first attempt failed and is parked for a minute
+    started = asyncio.get_running_loop().time()
+    await dispatcher.close(timeout=30)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert ledger.final == [] and len(transport.sent) == 1  # nothing final, the second never sent ahead

@@ -153,7 +153,7 @@ class Dispatcher:
         self._rand = rand
         self._ledger: Ledger = ledger if ledger is not None else _NoLedger()
         self._clock = clock
-        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._timers: dict[int, tuple[asyncio.TimerHandle, _LaneState, _Job]] = {}
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -227,15 +227,16 @@ class Dispatcher:
         return True
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Stop accepting, give what is queued (and due to retry) up to `timeout` seconds, then stop the workers.
+        """Stop accepting and give what is ready to send up to `timeout` seconds; then stop the workers.
 
-        Whatever is not final by then stays with the ledger (the outbox keeps it for the next start)."""
+        Pushes waiting for a retry are not waited for (their provider is failing), nor is a push that fails
+        during the drain retried: whatever is not final stays with the ledger (the outbox keeps it for the next
+        start)."""
         self._accepting = False
+        self._drop_timers()
         if not await self.idle(timeout):
             log.warning("delivery stopped with %d pushes not final; they stay in the outbox", self._pending)
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        self._drop_timers()
         workers = [task for state in self._lanes.values() for task in state.workers]
         for task in workers:
             task.cancel()
@@ -264,9 +265,28 @@ class Dispatcher:
         else:
             waiting.append(job)
 
+    def _drop_timers(self) -> None:
+        """Forget the jobs waiting to retry: they stay with the ledger."""
+        for handle, state, job in list(self._timers.values()):
+            handle.cancel()
+            self._keep(state, job)
+        self._timers.clear()
+
     def _done(self, state: _LaneState, job: _Job, outcome: str) -> None:
         """A job is final: the ledger is told, and the device's next job (if any) goes into the queue."""
         self._ledger.finish(job.notification, job.device, outcome)
+        self._leave(state, job)
+
+    def _keep(self, state: _LaneState, job: _Job) -> None:
+        """At shutdown: a job and the device's jobs behind it are left to the ledger, so that the next start sends
+        them in their order (none of them may go out ahead of this one now)."""
+        for _ in state.behind.pop(job.device.key, ()):
+            state.size -= 1
+            self._pending -= 1
+        self._leave(state, job)
+
+    def _leave(self, state: _LaneState, job: _Job) -> None:
+        """A job leaves this dispatcher (final, or kept by the ledger at shutdown); its device's next job moves up."""
         state.size -= 1
         state.depth.set(state.size)
         key = job.device.key
@@ -348,13 +368,17 @@ class Dispatcher:
 
     def _park(self, state: _LaneState, job: _Job, delay: float) -> None:
         """Put a job back into its lane's queue after `delay` seconds; its device's later jobs keep waiting."""
+        if not self._accepting:  # stopping: not retried now, the ledger keeps it
+            self._keep(state, job)
+            return
         key = id(job)
 
         def requeue() -> None:
             if self._timers.pop(key, None) is not None:
                 state.queue.put_nowait(job)
 
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, requeue)
+        handle = asyncio.get_running_loop().call_later(delay, requeue)
+        self._timers[key] = (handle, state, job)
 
     async def _prune(self, state: _LaneState, device: Registration, stamp: float | None) -> None:
         metrics.PRUNED.labels(state.app).inc()
