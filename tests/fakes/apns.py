@@ -5,6 +5,8 @@ It answers `POST /3/device/<token>` with 200 and an `apns-id`, or with what a te
 headers, its JSON payload, the provider token it carried and its arrival time (`time.perf_counter()`, which on
 Linux is CLOCK_MONOTONIC and so comparable across processes: the latency benchmark relies on it). `on_request`
 sees each request as it arrives, for callers (benchmarks) that keep only a few fields of many requests.
+`goaway_every=N` makes each connection send GOAWAY after its N-th request, as APNs does when it rotates
+connections, and close once it has answered the streams up to the GOAWAY's last stream id (see `h2server`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.fakes.h2server import H2Server, Request, Response
+from tests.fakes.h2server import Counters, H2Server, Request, Response
 from tests.fakes.tls import SelfSigned, make_self_signed
 
 #: Apple refuses provider tokens older than an hour.
@@ -60,6 +62,7 @@ class FakeAPNs:
         record: bool = True,
         port: int = 0,
         on_request: Callable[[ApnsRequest], None] | None = None,
+        goaway_every: int | None = None,
     ) -> None:
         self._public_key = public_key
         self._key_id = key_id
@@ -78,6 +81,8 @@ class FakeAPNs:
         self._tls: SelfSigned | None = None
         self._server: H2Server | None = None
         self._port = port
+        self._goaway_every = goaway_every
+        self._counters: Counters | None = None
 
     @property
     def url(self) -> str:
@@ -94,9 +99,19 @@ class FakeAPNs:
         assert self._server is not None
         return self._server.connections
 
+    @property
+    def counters(self) -> Counters:
+        """Connections accepted, GOAWAYs sent and streams dropped unprocessed, since the last `start` (kept after
+        `stop`, so a test can read them once the server is down)."""
+        assert self._counters is not None
+        return self._counters
+
     async def start(self) -> None:
-        self._tls = make_self_signed(self._workdir)
-        self._server = H2Server(self._handle, self._tls.server_context(), self._port)
+        # A restart keeps the certificate: a client that trusted it (its `ca_file`) still does on the same port.
+        if self._tls is None:
+            self._tls = make_self_signed(self._workdir)
+        self._server = H2Server(self._handle, self._tls.server_context(), self._port, goaway_every=self._goaway_every)
+        self._counters = self._server.counters
         await self._server.start()
 
     async def stop(self) -> None:

@@ -3,6 +3,10 @@
 Requests are answered synchronously by a handler (no awaits on the hot path), so the fake is fast enough to
 benchmark a client against it. Every request is recorded unless recording is switched off. Response bodies of any
 size are sent as the client's flow-control windows allow; a stream the client resets gets nothing more.
+
+GOAWAY is sent as RFC 9113 §6.8 describes a graceful one: streams up to its last stream id are still answered
+on that connection, those above it are dropped unprocessed (the handler never sees them). With `goaway_every=N`
+each connection sends one after its N-th request, then closes once it has answered the streams it kept.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hyperframe.frame
 
 
 @dataclass
@@ -36,10 +41,31 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
+@dataclass
+class Counters:
+    """What a server did over its lifetime, for tests that make its clients reconnect."""
+
+    #: Connections accepted.
+    connections: int = 0
+    #: GOAWAY frames sent.
+    goaways: int = 0
+    #: Streams dropped without calling the handler because they were above a GOAWAY's last stream id.
+    unprocessed: int = 0
+
+
 class _Connection(asyncio.Protocol):
-    def __init__(self, handler: Handler, connections: set[_Connection]) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        connections: set[_Connection],
+        *,
+        goaway_every: int | None = None,
+        counters: Counters | None = None,
+    ) -> None:
         self._handler = handler
         self._connections = connections
+        self._goaway_every = goaway_every
+        self.counters = counters or Counters()
         self._conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding="utf-8", validate_inbound_headers=False)
         )
@@ -47,11 +73,18 @@ class _Connection(asyncio.Protocol):
         self._streams: dict[int, Request] = {}
         #: Response body still to send per stream, waiting for the client to open its windows.
         self._unsent: dict[int, memoryview] = {}
+        #: Requests handed to the handler on this connection.
+        self._handled = 0
+        #: The last stream id of the GOAWAY sent, if one was: streams above it are not processed.
+        self._last_stream_id: int | None = None
+        #: Set with `goaway_every`: close the connection once the streams up to the last stream id are answered.
+        self._close_when_drained = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._connections.add(self)
+        self.counters.connections += 1
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -75,6 +108,9 @@ class _Connection(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
+                if self._last_stream_id is not None and event.stream_id > self._last_stream_id:
+                    self.counters.unprocessed += 1
+                    continue
                 headers = {str(k): str(v) for k, v in event.headers or []}
                 self._streams[event.stream_id] = Request(headers.pop(":method", ""), headers.pop(":path", ""), headers)
             elif isinstance(event, h2.events.DataReceived):
@@ -85,6 +121,11 @@ class _Connection(asyncio.Protocol):
             elif isinstance(event, h2.events.StreamEnded):
                 request = self._streams.pop(event.stream_id, None)
                 if request is not None:
+                    self._handled += 1
+                    if self._handled == self._goaway_every:
+                        # Last stream id: the highest stream started; later ones of this read are not.
+                        self.goaway(max([event.stream_id, *self._streams]))
+                        self._close_when_drained = True
                     self._respond(event.stream_id, self._handler(request))
             elif isinstance(event, h2.events.StreamReset):
                 self._streams.pop(event.stream_id, None)
@@ -92,6 +133,23 @@ class _Connection(asyncio.Protocol):
         if self._unsent:  # a WINDOW_UPDATE or SETTINGS may have opened a window
             self._send_unsent()
         self._transport.write(self._conn.data_to_send())
+        if self._close_when_drained and not self._streams and not self._unsent:
+            self._transport.close()
+
+    def goaway(self, last_stream_id: int) -> None:
+        """Send GOAWAY, drop the streams above `last_stream_id` unprocessed, and go on serving those up to it.
+
+        h2's `close_connection` would close its state machine, after which it sends nothing more, so the frame is
+        written directly instead, after what h2 has queued so far (frames keep their order on the wire).
+        """
+        assert self._transport is not None
+        self._last_stream_id = last_stream_id
+        self.counters.goaways += 1
+        for stream_id in [stream_id for stream_id in self._streams if stream_id > last_stream_id]:
+            del self._streams[stream_id]
+            self.counters.unprocessed += 1
+        frame = hyperframe.frame.GoAwayFrame(0, last_stream_id=last_stream_id)
+        self._transport.write(self._conn.data_to_send() + frame.serialize())
 
     def _respond(self, stream_id: int, response: Response) -> None:
         headers = [(":status", str(response.status)), ("content-length", str(len(response.body)))]
@@ -126,12 +184,16 @@ class _Connection(asyncio.Protocol):
 class H2Server:
     """Serves `handler` over HTTP/2 (TLS with ALPN h2 when given a context) on 127.0.0.1."""
 
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None, port: int = 0) -> None:
+    def __init__(
+        self, handler: Handler, tls: ssl.SSLContext | None, port: int = 0, *, goaway_every: int | None = None
+    ) -> None:
         self._handler = handler
         self._tls = tls
         self._port = port
+        self._goaway_every = goaway_every
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self.counters = Counters()
 
     @property
     def port(self) -> int:
@@ -146,7 +208,12 @@ class H2Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self._handler, self._connections), "127.0.0.1", self._port, ssl=self._tls
+            lambda: _Connection(
+                self._handler, self._connections, goaway_every=self._goaway_every, counters=self.counters
+            ),
+            "127.0.0.1",
+            self._port,
+            ssl=self._tls,
         )
 
     async def stop(self) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import h2.errors
 import h2.settings
 import pytest
 
@@ -45,10 +47,11 @@ def echo_or_oversized(request: Request) -> Response:
 
 
 class HeldServer(H2Server):
-    """The fake server, but it answers only when the test says so, and it can limit streams or send GOAWAY.
+    """The fake server, but it answers only when the test says so, and it can limit, refuse streams or send GOAWAY.
 
     `held` lists (connection, stream id, response) for every request answered by the handler and not yet sent;
-    `arrived` is set whenever one is added.
+    `arrived` is set whenever one is added. `received` counts the requests that arrived per path, `answered` those
+    the server processed and answered: a request is processed once exactly when its path is answered once.
     """
 
     def __init__(self, tls: SelfSigned, max_streams: int = 1000) -> None:
@@ -57,6 +60,8 @@ class HeldServer(H2Server):
         self.held: list[tuple[HeldConnection, int, Response]] = []
         self.arrived = asyncio.Event()
         self.live: list[HeldConnection] = []
+        self.received: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -80,6 +85,8 @@ class HeldConnection(h2server._Connection):
         super().__init__(echo, server._connections)
         self._server = server
         server.live.append(self)
+        #: Set when the connection is closed (by either side).
+        self.lost = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # As the fake does, but with the test's stream limit in the very first SETTINGS frame.
@@ -93,17 +100,34 @@ class HeldConnection(h2server._Connection):
         self._conn.initiate_connection()
         transport.write(self._conn.data_to_send())
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.set()
+
     def _respond(self, stream_id: int, response: Response) -> None:
+        self._server.received[response.headers["x-path"]] += 1
         self._server.held.append((self, stream_id, response))
         self._server.arrived.set()
 
     def answer(self, stream_id: int, response: Response) -> None:
+        self._server.answered[response.headers["x-path"]] += 1
         super()._respond(stream_id, response)
         assert self._transport is not None
         self._transport.write(self._conn.data_to_send())
 
     def goaway(self, last_stream_id: int) -> None:
-        self._conn.close_connection(last_stream_id=last_stream_id)
+        """As the fake does, and the held requests above `last_stream_id` are dropped: they were not processed."""
+        super().goaway(last_stream_id)
+        self._server.held = [
+            (connection, stream_id, response)
+            for connection, stream_id, response in self._server.held
+            if connection is not self or stream_id <= last_stream_id
+        ]
+
+    def refuse(self, stream_id: int) -> None:
+        """RST_STREAM REFUSED_STREAM for a held request (which is dropped: it was not processed)."""
+        self._server.held = [entry for entry in self._server.held if entry[:2] != (self, stream_id)]
+        self._conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
         assert self._transport is not None
         self._transport.write(self._conn.data_to_send())
 
@@ -234,7 +258,31 @@ async def test_timeout_resets_the_stream_and_frees_its_slot(
     assert held_server.connections == 1
 
 
-async def test_goaway_refuses_streams_above_last_and_the_next_request_reconnects(
+async def test_goaway_drains_the_streams_in_flight_and_new_requests_go_to_a_new_connection(
+    held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    held_server.max_streams = 10
+    client = client_for(held_server)
+    before = [asyncio.create_task(client.request("GET", f"/before-{n}")) for n in range(4)]
+    await held_server.wait_held(4)
+    (old,) = held_server.live
+    old.goaway(last_stream_id=max(stream_id for _, stream_id, _ in held_server.held))
+    after = [asyncio.create_task(client.request("GET", f"/after-{n}")) for n in range(2)]
+    await held_server.wait_held(6)
+    assert [connection is old for connection, _, _ in held_server.held] == [True] * 4 + [False] * 2
+    # The server answers the streams it kept after its GOAWAY: the client reads them on the old connection.
+    held_server.release()
+    assert [(await task).headers["x-path"] for task in before] == [f"/before-{n}" for n in range(4)]
+    assert [(await task).headers["x-path"] for task in after] == [f"/after-{n}" for n in range(2)]
+    paths = [f"/before-{n}" for n in range(4)] + [f"/after-{n}" for n in range(2)]
+    assert held_server.received == held_server.answered == Counter(paths)
+    # Its last stream done, the client closed the old connection; the new one stays.
+    await asyncio.wait_for(old.lost.wait(), 5)
+    assert held_server.connections == 1
+    assert len(held_server.live) == 2
+
+
+async def test_goaway_below_streams_in_flight_resends_those_above_once_on_a_new_connection(
     held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
 ) -> None:
     held_server.max_streams = 10
@@ -244,22 +292,83 @@ async def test_goaway_refuses_streams_above_last_and_the_next_request_reconnects
     later = [asyncio.create_task(client.request("GET", f"/later-{n}")) for n in range(2)]
     await held_server.wait_held(3)
     (old,) = held_server.live
-    old.goaway(last_stream_id=held_server.held[0][1])
-    for task in later:
-        with pytest.raises(StreamRefused):
-            await task
-    # New requests go to a new connection while the old one drains.
-    after = asyncio.create_task(client.request("GET", "/after"))
-    await held_server.wait_held(4)
-    assert held_server.held[-1][0] is not old
-    assert len(held_server.live) == 2
-    # The fake's h2 can send nothing more on a connection it has sent GOAWAY on; it closes it instead.
-    held_server.held = [entry for entry in held_server.held if entry[0] is not old]
+    old.goaway(last_stream_id=held_server.held[0][1])  # the server keeps /first, drops the two later streams
+    await held_server.wait_held(3)  # the two later requests again, on a new connection
+    assert [(connection is old, response.headers["x-path"]) for connection, _, response in held_server.held] == [
+        (True, "/first"),
+        (False, "/later-0"),
+        (False, "/later-1"),
+    ]
     held_server.release()
-    assert (await after).headers["x-path"] == "/after"
+    assert [(await task).headers["x-path"] for task in (first, *later)] == ["/first", "/later-0", "/later-1"]
+    assert held_server.answered == Counter(["/first", "/later-0", "/later-1"])
+    assert held_server.received == Counter({"/first": 1, "/later-0": 2, "/later-1": 2})
+    assert len(held_server.live) == 2
+
+
+async def test_goaway_then_close_before_the_answer_is_connection_lost_and_not_resent(
+    held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(held_server)
+    pending = asyncio.create_task(client.request("GET", "/kept"))
+    await held_server.wait_held(1)
+    (old,) = held_server.live
+    old.goaway(last_stream_id=held_server.held[0][1])
+    held_server.held.clear()
     old.close()
+    # The server may have acted on it: unknown, so not StreamRefused, and the client does not send it again.
     with pytest.raises(ConnectionLost):
-        await first
+        await pending
+    assert held_server.received == Counter(["/kept"])
+    assert len(held_server.live) == 1
+
+
+async def test_refused_stream_is_resent_once_on_the_same_connection(
+    held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(held_server)
+    pending = asyncio.create_task(client.request("GET", "/refused-once"))
+    await held_server.wait_held(1)
+    (connection,) = held_server.live
+    connection.refuse(held_server.held[0][1])
+    await held_server.wait_held(1)
+    held_server.release()
+    assert (await pending).headers["x-path"] == "/refused-once"
+    assert held_server.received == Counter({"/refused-once": 2})
+    assert held_server.answered == Counter(["/refused-once"])
+    assert held_server.connections == 1
+
+
+async def test_stream_refused_twice_reaches_the_caller(
+    held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(held_server)
+    pending = asyncio.create_task(client.request("GET", "/refused-twice"))
+    for _ in range(2):
+        await held_server.wait_held(1)
+        held_server.live[0].refuse(held_server.held[0][1])
+    with pytest.raises(StreamRefused):
+        await pending
+    assert held_server.received == Counter({"/refused-twice": 2})
+    assert not held_server.answered
+
+
+async def test_close_also_closes_a_connection_still_draining(
+    held_server: HeldServer, client_for: Callable[[H2Server], H2Client]
+) -> None:
+    client = client_for(held_server)
+    draining = asyncio.create_task(client.request("GET", "/draining"))
+    await held_server.wait_held(1)
+    (old,) = held_server.live
+    old.goaway(last_stream_id=held_server.held[0][1])
+    fresh = asyncio.create_task(client.request("GET", "/fresh"))
+    await held_server.wait_held(2)
+    await client.aclose()
+    for task in (draining, fresh):
+        with pytest.raises(ClientClosed):
+            await task
+    await asyncio.wait_for(asyncio.gather(*(connection.lost.wait() for connection in held_server.live)), 5)
+    assert held_server.connections == 0
 
 
 async def test_lost_connection_fails_in_flight_requests_and_reconnects(

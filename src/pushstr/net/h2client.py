@@ -8,18 +8,23 @@ request costs one HEADERS (+ DATA) frame out and one event dispatch in.
 Behaviour callers rely on:
 
 - The connection opens on first use, and again transparently after it was lost or the server sent GOAWAY.
+- GOAWAY (RFC 9113 §6.8) drains the connection: no new streams go on it (new requests get a new connection), and
+  it is read on so that the streams at or below the GOAWAY's last stream id, which the server may have processed,
+  get their answers; it is closed once none is left (each ends at the latest at its request's deadline). The
+  streams above it the server guarantees it did not process: they fail with `StreamRefused`, as does a stream
+  reset with REFUSED_STREAM.
+- `H2Client.request` sends a refused request once more by itself (on a new connection after GOAWAY), so a
+  caller sees `StreamRefused` only when the second attempt was refused too. Nothing else is resent: a request
+  that may have reached the server is never sent twice by this client.
 - No more streams are opened than the server's MAX_CONCURRENT_STREAMS allows; extra requests wait for a slot.
 - Request bodies respect flow control (sent as the server's windows allow).
 - Every request has a deadline; on expiry its stream is reset and `RequestTimeout` raised.
 - A response body is kept up to a cap (`MAX_RESPONSE_BYTES` unless set): one byte more and its stream is reset and
   `ResponseTooLarge` raised, while the connection and the other streams on it go on. Header blocks over 64 KiB
   are refused; HPACK state is shared by the whole connection, so that fails all of it (`ConnectionLost`).
-- Failures are `H2Error`s. `StreamRefused` means the server guarantees it did not process the request (GOAWAY
-  above its last stream id, or RST_STREAM REFUSED_STREAM), so resending is safe; the others leave it unknown.
-
-Known limit: h2 (4.x) treats every frame after a received GOAWAY as a protocol error, so streams at or below the
-GOAWAY's last stream id cannot be read to completion; they fail with `ConnectionLost` (the server may have acted on
-them) once the server sends their answer or closes the connection.
+- Failures are `H2Error`s, and their type tells whether the server may have processed the request:
+  `StreamRefused` means it guarantees it did not, so resending is safe; `ConnectionLost` (the connection died
+  before the answer, also one draining after GOAWAY), `RequestTimeout` and `StreamReset` leave it unknown.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
 from pushstr.net.hpack_encoder import HeaderEncoder
 
@@ -80,7 +86,11 @@ class ConnectionLost(H2Error):
 
 
 class StreamRefused(H2Error):
-    """The server guarantees it did not process the request; sending it again is safe."""
+    """The server guarantees it did not process the request; sending it again is safe.
+
+    Raised for a stream above a GOAWAY's last stream id and for RST_STREAM REFUSED_STREAM. `H2Client.request` has
+    already sent the request a second time when a caller sees this.
+    """
 
 
 class StreamReset(H2Error):
@@ -144,6 +154,29 @@ def _local_settings(defaults: h2.settings.Settings, max_body: int) -> h2.setting
     return h2.settings.Settings(client=True, initial_values=values)
 
 
+class _DrainableH2Connection(h2.connection.H2Connection):
+    """h2's connection, except that a received GOAWAY leaves it open for the answers the server still owes.
+
+    h2 (4.x) closes its state machine on GOAWAY and drops the frames it had queued to send, so every frame after
+    it is a protocol error: the answers RFC 9113 §6.8 lets the server send for the streams at or below the last
+    stream id would fail the connection, and body data or acknowledgements queued for those streams would be lost.
+    Here a GOAWAY only reports `ConnectionTerminated`; `_Connection` then opens no more streams. This overrides a
+    private h2 method (unchanged since h2 2.x); the GOAWAY tests in `tests/transports/test_h2client.py` pin it.
+    """
+
+    def _receive_goaway_frame(
+        self, frame: hyperframe.frame.GoAwayFrame
+    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
+        event = h2.events.ConnectionTerminated()
+        try:
+            event.error_code = h2.errors.ErrorCodes(frame.error_code)
+        except ValueError:  # a code this h2 does not know is kept as the number, as h2 does
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
 class _Unusable(Exception):
     """The connection takes no new streams (lost or GOAWAY) before this request got one: try a fresh connection."""
 
@@ -154,7 +187,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
         self._loop = loop
         self._max_body = max_body
-        self._h2 = h2.connection.H2Connection(_CONFIG)
+        self._h2 = _DrainableH2Connection(_CONFIG)
         self._h2.encoder = HeaderEncoder()
         self._h2.local_settings = _local_settings(self._h2.local_settings, max_body)
         self._h2.decoder.max_header_list_size = _MAX_HEADER_LIST_SIZE
@@ -166,6 +199,8 @@ class _Connection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         #: False once no new streams may be opened here (GOAWAY received, connection lost or closing).
         self.usable = True
+        #: True after GOAWAY: the connection closes as soon as its last stream is done.
+        self._draining = False
         self._flush_scheduled = False
         self._held = 0
 
@@ -195,7 +230,6 @@ class _Connection(asyncio.Protocol):
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError:
-            # Includes frames that arrive after the server's GOAWAY, which h2 treats as a closed connection.
             self._shut(ConnectionLost("HTTP/2 protocol error from the server"))
             return
         for event in events:
@@ -239,7 +273,7 @@ class _Connection(asyncio.Protocol):
             # Cancelled (deadline) or failed: give the server and our slot count the stream back.
             if self._streams.pop(stream_id, None) is not None:
                 self._reset(stream_id)
-                self._release_slot()
+                self._stream_closed()
             elif stream.response.done() and not stream.response.cancelled():
                 stream.response.exception()  # failed in the same turn we were cancelled: nobody else will read it
             raise
@@ -268,6 +302,12 @@ class _Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+    def _stream_closed(self) -> None:
+        """A stream left `_streams`: its slot goes to the next waiter, and a drained connection is closed."""
+        self._release_slot()
+        if self._draining and not self._streams:
+            self._shut(None)
 
     def _wake_all_slot_waiters(self) -> None:
         while self._slot_waiters:
@@ -318,15 +358,15 @@ class _Connection(asyncio.Protocol):
     def _too_large(self, stream_id: int, stream: _Stream) -> None:
         """Drop the body read so far and cancel the stream: the server stops sending, the slot is free again."""
         del self._streams[stream_id]
-        self._release_slot()
         self._reset(stream_id)
+        self._stream_closed()
         self._fail(stream, ResponseTooLarge(self._max_body, stream.status or None))
 
     def _on_end(self, stream_id: int | None) -> None:
         stream = self._streams.pop(stream_id or 0, None)
         if stream is None:
             return
-        self._release_slot()
+        self._stream_closed()
         if not stream.response.done():
             stream.response.set_result(H2Response(stream.status, stream.headers, bytes(stream.body)))
 
@@ -334,7 +374,7 @@ class _Connection(asyncio.Protocol):
         stream = self._streams.pop(event.stream_id or 0, None)
         if stream is None:
             return
-        self._release_slot()
+        self._stream_closed()
         if event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
             self._fail(stream, StreamRefused("stream refused by the server"))
         else:
@@ -362,8 +402,13 @@ class _Connection(asyncio.Protocol):
                 self._release_slot()
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
-        """No new streams here; those the server never processed fail as refused, the rest wait for the close."""
+        """Drain: no new streams here, those the server did not process fail as refused, the rest get their answers.
+
+        A server may send more than one GOAWAY, each with a last stream id no higher than the one before: each
+        refuses what is above its own.
+        """
         self.usable = False
+        self._draining = True
         last = event.last_stream_id or 0
         self._fail_streams(lambda stream_id: StreamRefused("server sent GOAWAY") if stream_id > last else None)
         self._wake_all_slot_waiters()
@@ -479,7 +524,10 @@ class H2Client:
         if ca_file is not None:
             self._ssl.load_verify_locations(cafile=str(ca_file))
         self._ssl.set_alpn_protocols(["h2"])
+        #: The connection new requests go on (it may have become unusable: `_connect` then opens another).
         self._connection: _Connection | None = None
+        #: Every connection not closed yet, including those draining after GOAWAY, so `aclose` closes them all.
+        self._open_connections: set[_Connection] = set()
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
 
@@ -492,13 +540,18 @@ class H2Client:
         body: bytes = b"",
         timeout: float | None = None,
     ) -> H2Response:
-        """Send one request and return its complete response; raises `H2Error` (see the module docstring)."""
+        """Send one request and return its complete response; raises `H2Error` (see the module docstring).
+
+        A request the server refused unprocessed (`StreamRefused`) is sent once more, within the same deadline:
+        after GOAWAY that goes on a new connection at once, and a second refusal is raised.
+        """
         fields = [(":method", method), (":scheme", "https"), (":authority", self._authority), (":path", path)]
         if headers:
             fields.extend((name.lower(), value) for name, value in headers.items())
         if body:
             fields.append(("content-length", str(len(body))))
         deadline = self._timeout if timeout is None else timeout
+        refused = False
         try:
             async with asyncio.timeout(deadline):
                 while True:
@@ -507,6 +560,10 @@ class H2Client:
                         return await connection.request(fields, body)
                     except _Unusable:
                         continue  # never sent: the next connection gets it
+                    except StreamRefused:
+                        if refused:
+                            raise
+                        refused = True  # not processed: sending it again cannot duplicate it
         except TimeoutError as exc:
             raise RequestTimeout(f"no response within {deadline}s") from exc
 
@@ -550,13 +607,15 @@ class H2Client:
         self._connecting = None
         if task.cancelled() or task.exception() is not None:  # retrieved: every waiter may have given up
             return
-        self._connection = task.result()
+        connection = self._connection = task.result()
+        self._open_connections.add(connection)
+        connection.closed.add_done_callback(lambda _closed: self._open_connections.discard(connection))
 
     async def aclose(self) -> None:
-        """Close the connection; requests in flight fail with `ClientClosed`, later ones raise it at once."""
+        """Close the connections; requests in flight fail with `ClientClosed`, later ones raise it at once."""
         self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
-        if self._connection is not None:
-            await self._connection.aclose()
-            self._connection = None
+        await asyncio.gather(*(connection.aclose() for connection in list(self._open_connections)))
+        self._open_connections.clear()
+        self._connection = None
