@@ -280,21 +280,23 @@ class Dispatcher:
     def _keep(self, state: _LaneState, job: _Job) -> None:
         """At shutdown: a job and the device's jobs behind it are left to the ledger, so that the next start sends
         them in their order (none of them may go out ahead of this one now)."""
-        for _ in state.behind.pop(job.device.key, ()):
-            state.size -= 1
-            self._pending -= 1
-        self._leave(state, job)
+        for _ in range(len(state.behind.pop(job.device.key, ())) + 1):
+            self._release(state)
 
     def _leave(self, state: _LaneState, job: _Job) -> None:
-        """A job leaves this dispatcher (final, or kept by the ledger at shutdown); its device's next job moves up."""
-        state.size -= 1
-        state.depth.set(state.size)
+        """A final job leaves this dispatcher; its device's next job moves into the queue."""
+        self._release(state)
         key = job.device.key
         waiting = state.behind.get(key)
         if waiting:
             state.queue.put_nowait(waiting.popleft())
         else:
             state.behind.pop(key, None)
+
+    def _release(self, state: _LaneState) -> None:
+        """One job fewer in the lane and in the dispatcher."""
+        state.size -= 1
+        state.depth.set(state.size)
         self._pending -= 1
         if self._pending <= 0:
             self._pending = 0

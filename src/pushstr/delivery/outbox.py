@@ -92,8 +92,7 @@ def decode_notification(text: str, app: str) -> Notification:
 @dataclass(slots=True)
 class _Entry:
     app: str
-    enqueued_at: float
-    durable: bool
+    durable: bool  # has (or will have) a row in the store
 
 
 class Outbox:
@@ -155,14 +154,27 @@ class Outbox:
         durable = device.persistent and self._keep_pushes
         text = encode_notification(notification) if durable else ""
         app = notification.app
-        per_app = self._by_app.setdefault(app, {})
         for key in fresh:
-            self._entries[key] = _Entry(app, now, durable)
-            per_app[key] = now
+            self._track(key, app, now, durable)
             if durable:
                 self._added[key] = OutboxRow(*key, app, text, now, now + ttl_seconds, now)
         self._changed()
         return True
+
+    def _track(self, key: OutboxKey, app: str, enqueued_at: float, durable: bool) -> None:
+        self._entries[key] = _Entry(app, durable)
+        self._by_app.setdefault(app, {})[key] = enqueued_at
+
+    def _drop(self, key: OutboxKey) -> None:
+        """Stop tracking a push; its row goes from the store, or is never written when not committed yet."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self._by_app[entry.app].pop(key, None)
+        if entry.durable:
+            self._retried.pop(key, None)
+            if self._added.pop(key, None) is None:
+                self._finished.append(key)
 
     def retrying(self, notification: Notification, device: Registration, attempts: int, at: float, reason: str) -> None:
         """A push failed an attempt and is due again at `at` (Unix seconds): kept, with where it stands."""
@@ -185,17 +197,7 @@ class Outbox:
         if device.persistent:
             self._note_status(device, outcome)
         for key in outbox_keys(notification, device):
-            entry = self._entries.pop(key, None)
-            if entry is None:
-                continue
-            per_app = self._by_app.get(entry.app)
-            if per_app is not None:
-                per_app.pop(key, None)
-            if not entry.durable:
-                continue
-            self._retried.pop(key, None)
-            if self._added.pop(key, None) is None:
-                self._finished.append(key)
+            self._drop(key)
         self._changed()
 
     def _note_status(self, device: Registration, outcome: str) -> None:
@@ -226,19 +228,15 @@ class Outbox:
                 _quiet.warning("outbox-row", "dropped an unreadable outbox row")
                 self._finished.append(row.key)
                 continue
-            self._entries[row.key] = _Entry(row.app, row.enqueued_at, True)
-            self._by_app.setdefault(row.app, {})[row.key] = row.enqueued_at
+            self._track(row.key, row.app, row.enqueued_at, True)
             recovered.append((row, notification))
         self._changed()
         return recovered
 
     def forget(self, row: OutboxRow) -> None:
         """Drop a recovered push that can no longer be sent (its device or app is gone)."""
-        entry = self._entries.pop(row.key, None)
-        if entry is not None:
-            self._by_app.get(entry.app, {}).pop(row.key, None)
-            self._finished.append(row.key)
-            self._changed()
+        self._drop(row.key)
+        self._changed()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-commit")

@@ -38,19 +38,13 @@ def zap_sats(receipt_tags: Iterable[Sequence[Any]]) -> int | None:
     the request without one.
     """
     tags = [tag for tag in receipt_tags if isinstance(tag, list | tuple) and len(tag) >= 2]
-    for tag in tags:
-        if tag[0] == "description" and isinstance(tag[1], str):
+    request = _zap_request(tags)
+    for inner in request.get("tags", []) if request is not None else []:
+        if isinstance(inner, list) and len(inner) >= 2 and inner[0] == "amount":
             try:
-                request = orjson.loads(tag[1])
-            except orjson.JSONDecodeError:
+                return int(inner[1]) // 1000
+            except (TypeError, ValueError):
                 break
-            for inner in request.get("tags", []) if isinstance(request, dict) else []:
-                if isinstance(inner, list) and len(inner) >= 2 and inner[0] == "amount":
-                    try:
-                        return int(inner[1]) // 1000
-                    except (TypeError, ValueError):
-                        break
-            break
     for tag in tags:
         if tag[0] == "bolt11" and isinstance(tag[1], str):
             msat = bolt11_msat(tag[1])
@@ -64,12 +58,18 @@ def zap_sender(receipt_tags: Iterable[Sequence[Any]]) -> str | None:
     Nothing here is verified (the request's signature is the LNURL server's business): the value only picks the
     name an alert shows, never who gets pushed.
     """
-    for tag in receipt_tags:
-        if isinstance(tag, list | tuple) and len(tag) >= 2 and tag[0] == "description" and isinstance(tag[1], str):
+    request = _zap_request(tag for tag in receipt_tags if isinstance(tag, list | tuple) and len(tag) >= 2)
+    pubkey = request.get("pubkey") if request is not None else None
+    return pubkey if isinstance(pubkey, str) and is_hex(pubkey, 64) else None
+
+
+def _zap_request(tags: Iterable[Sequence[Any]]) -> dict[str, Any] | None:
+    """The zap request (kind 9734) a receipt embeds in its first `description` tag; None when unreadable."""
+    for tag in tags:
+        if tag[0] == "description" and isinstance(tag[1], str):
             try:
                 request = orjson.loads(tag[1])
             except orjson.JSONDecodeError:
                 return None
-            pubkey = request.get("pubkey") if isinstance(request, dict) else None
-            return pubkey if isinstance(pubkey, str) and is_hex(pubkey, 64) else None
+            return request if isinstance(request, dict) else None
     return None
