@@ -47,6 +47,7 @@ class RunningServer:
             port=settings.server.port,
             log_level="warning",
             lifespan="on",
+            proxy_headers=False,  # as `pushstr serve` runs it: see `net.clientaddr`
         )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -79,6 +79,7 @@ class Service:
             self.presence,
             add_relay=self.pool.add_relay,
             remove_relay=self.pool.remove_relay,
+            set_relay_filters=self.pool.set_relay_filters,
         )
         self.dialects: list[Dialect] = [dialect for build in DIALECTS if (dialect := build(context)) is not None]
         for dialect in self.dialects:

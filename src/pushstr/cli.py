@@ -45,6 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # `request.client` stays the TCP peer: `X-Forwarded-For` is read only from the proxies the operator trusts
+        # (`server.trusted_proxies`, `net.clientaddr.client_address`), never on uvicorn's own terms.
+        proxy_headers=False,
     )
     asyncio.run(GracefulServer(config).serve())
     return 0

@@ -10,6 +10,7 @@ The models are also the configuration reference: every default is stated here on
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -59,6 +60,22 @@ class ServerConfig(_Section):
     public_url: str | None = Field(
         None, description="the absolute base URL clients sign in NIP-98 `u` tags, when pushstr runs behind a proxy"
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="reverse proxies (IP addresses or CIDR networks) whose `X-Forwarded-For` names the client; "
+        "empty: the TCP peer is the client",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        """Every entry parses as an address or a network, so a typo stops the start instead of trusting nobody."""
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or CIDR network: {entry!r}") from None
+        return entries
 
 
 class NostrConfig(_Section):
@@ -115,6 +132,12 @@ class EndpointConfig(_Section):
     max_message_bytes: int = Field(128 * 1024, ge=1024, description="larger messages get a NOTICE")
     events_per_minute: int = Field(600, ge=1, description='per connection; over it `OK false "rate-limited: …"`')
     max_connections: int = Field(1000, ge=1, description="concurrent endpoint connections")
+    max_connections_per_address: int = Field(
+        32, ge=1, description="concurrent endpoint connections from one client address"
+    )
+    idle_timeout_seconds: float = Field(
+        300.0, gt=0, description="a connection that sends nothing for this long is closed"
+    )
 
 
 class OutboxConfig(_Section):
@@ -161,6 +184,22 @@ class AppConfig(_Section):
     preview_length: int = Field(
         0, ge=0, le=1000, description="characters of a mention shown in `alert` mode (0 = none)"
     )
+    alert_title: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="fixed title of every `alert` push instead of the sender's name; this or `alert_body` makes "
+        "alerts generic (they say nothing about who or what)",
+    )
+    alert_body: str | None = Field(
+        None, min_length=1, max_length=1000, description="fixed text of every `alert` push instead of the text by kind"
+    )
+    alert_data: dict[str, str] = Field(
+        default_factory=dict, description="data keys (string values) a generic alert hands the app, and only these"
+    )
+    android_channel_id: str | None = Field(
+        None, min_length=1, description="Android notification channel of alerts (FCM `android.notification.channel_id`)"
+    )
     batch_window_seconds: float = Field(
         0.0, ge=0, description="coalesce pushes per device within this window (0 = off)"
     )
@@ -176,6 +215,21 @@ class AppConfig(_Section):
     )
     backoff_base_seconds: float = Field(1.0, gt=0, description="first retry delay (doubles per attempt)")
     backoff_max_seconds: float = Field(300.0, gt=0, description="longest retry delay")
+
+    @field_validator("alert_data")
+    @classmethod
+    def _data_keys(cls, data: dict[str, str]) -> dict[str, str]:
+        """Keys FCM reserves (`from`, `message_type`, `google…`, `gcm…`) or APNs uses (`aps`) would make every push
+        fail or be misread; say so at the start."""
+        for key in data:
+            if not key or key in ("from", "message_type", "aps") or key.startswith(("google", "gcm")):
+                raise ValueError(f"reserved or empty data key: {key!r}")
+        return data
+
+    @property
+    def generic_alert(self) -> bool:
+        """`alert` pushes show the fixed `alert_title`/`alert_body` (see `delivery.render`)."""
+        return self.alert_title is not None or self.alert_body is not None
 
 
 class LogAppConfig(AppConfig):
@@ -254,19 +308,33 @@ class PushSettingsDialectConfig(_Section):
     """Kind 22456 push settings (0xchat's draft NIP): registrations and presence sent as encrypted events."""
 
     enabled: bool = Field(True, description="subscribe to and handle kind 22456")
-    app: str | None = Field(None, description="the app these devices get; unset: their platform's app")
+    app: str | None = Field(
+        None,
+        description="the app these devices get; unset: the APNs app whose topic is the bundle id, else the platform's",
+    )
+    mode: Mode | None = Field(
+        Mode.ALERT,
+        description="payload mode of these devices (0xchat shows what it is sent); unset: their app's mode",
+    )
     heartbeat_timeout_seconds: float = Field(
         150.0, gt=0, description="a device with no heartbeat for this long is offline (0xchat beats every 60 s)"
     )
-    stale_after_seconds: int = Field(600, ge=1, description="settings and logouts older than this are ignored")
+    stale_after_seconds: int = Field(
+        3 * 24 * 3600,
+        ge=1,
+        description="settings and logouts older than this are ignored (0xchat re-sends unacknowledged settings later)",
+    )
     max_relays_per_device: int = Field(8, ge=0, le=100, description="relays watched on behalf of one device")
     max_relays: int = Field(100, ge=0, description="relays watched on behalf of devices, in total")
     allow_private_relays: bool = Field(False, description="accept loopback/private relay addresses from devices")
     max_groups_per_device: int = Field(
-        500, ge=0, le=10_000, description="`#e` ids per device (a longer list refuses the settings)"
+        500, ge=0, le=10_000, description="`#e` channels and relay groups per device (the rest are left out, counted)"
     )
     max_authors_per_device: int = Field(
-        1000, ge=0, le=10_000, description="`authors` per device (a longer list refuses the settings)"
+        10_000,
+        ge=0,
+        le=100_000,
+        description="`authors` per device; a longer list narrows nothing (the event size limit comes first)",
     )
 
 
@@ -275,7 +343,7 @@ class MostroDialectConfig(_Section):
 
     enabled: bool = Field(True, description="serve `/api/*`")
     app: str = Field("mostro", description="the app Mostro devices get; added (log transport) when not configured")
-    privacy_mode: bool = Field(True, description="tokens in memory only, with a TTL; silent pushes")
+    privacy_mode: bool = Field(True, description="tokens in memory only, never on disk, with a TTL")
     token_ttl_seconds: int = Field(48 * 3600, ge=60, description="lifetime of a registration in privacy mode")
     trusted_instances: list[str] = Field(
         default_factory=list,
@@ -285,8 +353,6 @@ class MostroDialectConfig(_Section):
     notify_per_pubkey_burst: int = Field(10, ge=1, description="`/api/notify` burst per trade pubkey")
     notify_per_ip_per_minute: float = Field(120, gt=0, description="`/api/notify` rate per client IP")
     notify_per_ip_burst: int = Field(30, ge=1, description="`/api/notify` burst per client IP")
-    register_per_ip_per_minute: float = Field(120, gt=0, description="register and unregister rate per client IP")
-    register_per_ip_burst: int = Field(100, ge=1, description="register and unregister burst per client IP")
 
     @field_validator("trusted_instances")
     @classmethod
@@ -297,8 +363,18 @@ class MostroDialectConfig(_Section):
         return pubkeys
 
 
-# Mostro's documented batching (5 s delay, 60 s cooldown per device), the defaults of its dedicated app.
-MOSTRO_APP_DEFAULTS: dict[str, Any] = {"batch_window_seconds": 5.0, "cooldown_seconds": 60.0, "mode": "silent"}
+# The defaults of the Mostro dialect's dedicated app: Mostro's documented batching (5 s delay, 60 s cooldown per
+# device) and the push Mostro's own server sends for a trade event: a generic visible alert, which wakes the app and
+# says nothing about the trade (`mode = "silent"` is the operator's option).
+MOSTRO_APP_DEFAULTS: dict[str, Any] = {
+    "batch_window_seconds": 5.0,
+    "cooldown_seconds": 60.0,
+    "mode": "alert",
+    "alert_title": "Mostro",
+    "alert_body": "You have an update on your trade",
+    "alert_data": {"type": "trade_update"},
+    "android_channel_id": "mostro_notifications",
+}
 
 
 class DialectsConfig(_Section):

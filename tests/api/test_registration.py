@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from pushstr.api.app import create_app
 from pushstr.app import Service
 from pushstr.nostr import nip19
-from pushstr.nostr.event import sign_event
+from pushstr.nostr.event import Event, sign_event
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip98 import build_authorization
 from tests.harness import make_settings, wait_until
@@ -106,34 +108,149 @@ async def test_hex_pubkey_and_options(api: Api) -> None:
     assert stored.app == "default"
 
 
+REGISTER_BYTES = orjson.dumps(_register_body())
+
+
+def _signed_event(alteration: str) -> Event:
+    """The NIP-98 event for `POST /register` of REGISTER_BYTES, signed now; then its kind, id or sig altered."""
+    tags = [["u", BASE + "/register"], ["method", "POST"], ["payload", hashlib.sha256(REGISTER_BYTES).hexdigest()]]
+    event = sign_event(USER, 27236 if alteration == "kind" else 27235, "", tags)
+    if alteration == "id":
+        return Event.from_dict({**event.to_dict(), "content": "altered after signing"})
+    if alteration == "sig":
+        other = sign_event(OTHER, event.kind, "", event.tags, event.created_at)
+        return Event.from_dict({**event.to_dict(), "sig": other.sig})
+    return event
+
+
+@pytest.mark.parametrize(
+    ("alteration", "status", "reason"),
+    [
+        ("none", 201, None),
+        ("kind", 401, "wrong kind 27236: a NIP-98 authorization is kind 27235"),
+        ("id", 401, "bad id: the event id is not the sha256 of the serialized event"),
+        ("sig", 401, "bad signature: sig does not verify for the event's pubkey"),
+    ],
+)
+async def test_the_event_itself_is_checked(api: Api, alteration: str, status: int, reason: str | None) -> None:
+    header = "Nostr " + base64.b64encode(_signed_event(alteration).to_json()).decode()
+    response = await api.call("POST", "/register", raw=REGISTER_BYTES, header=header)
+    assert response.status_code == status, response.text
+    assert response.json().get("reason") == reason
+    assert len(api.stored()) == (status == 201)
+
+
 @pytest.mark.parametrize(
     ("forgery", "reason"),
     [
-        ({"signer": OTHER}, "npub"),
-        ({"signed_url": BASE + "/elsewhere"}, "url"),
-        ({"signed_url": "http://evil.test/register"}, "url"),
-        ({"signed_method": "GET"}, "method"),
-        ({"created_at": int(time.time()) - 600}, ""),
-        ({"signed_body": b'{"npub": "someone else"}'}, "payload"),
-        ({"header": "Nostr !!!not-base64"}, ""),
-        ({"header": "Bearer abc"}, ""),
+        ({"signer": OTHER}, "signer is not the npub being registered"),
+        ({"signed_url": BASE + "/elsewhere"}, f"u tag does not match the request URL: expected {BASE}/register"),
+        (
+            {"signed_url": "http://evil.test/register"},
+            f"u tag does not match the request URL: expected {BASE}/register",
+        ),
+        ({"signed_url": "https://pushstr.test/register"}, f"expected {BASE}/register"),
+        ({"signed_method": "GET"}, "method tag does not match the request: expected POST"),
+        ({"created_at": int(time.time()) - 600}, "token too old: created_at is 6"),
+        ({"created_at": int(time.time()) + 600}, "token too far in the future"),
+        ({"signed_body": b'{"npub": "someone else"}'}, "payload tag does not match the sha256 of the body"),
+        ({"signed_body": b""}, "missing payload tag"),
+        ({"header": "Nostr !!!not-base64"}, "Authorization token is not base64"),
+        ({"header": "Nostr " + base64.b64encode(b"<event/>").decode()}, "Authorization token is not JSON"),
+        ({"header": "Bearer abc"}, "Authorization scheme is not Nostr"),
     ],
 )
 async def test_forged_authorization_is_refused_and_stores_nothing(
     api: Api, forgery: dict[str, Any], reason: str
 ) -> None:
-    response = await api.call("POST", "/register", _register_body(), **forgery)
+    response = await api.call("POST", "/register", raw=REGISTER_BYTES, **forgery)
     assert response.status_code == 401, response.text
     body = response.json()
     assert body["error"] == "unauthorized"
-    assert reason in body["reason"].lower()
+    assert reason in body["reason"]
     assert api.stored() == []
+
+
+async def test_the_window_in_the_reason_is_the_configured_one(api: Api) -> None:
+    response = await api.call("POST", "/register", _register_body(), created_at=int(time.time()) - 600)
+    assert "accepted within ±60 s of the server's clock" in response.json()["reason"]
 
 
 async def test_missing_authorization(api: Api) -> None:
     response = await api.client.post("/register", content=orjson.dumps(_register_body()))
     assert response.status_code == 401
-    assert response.json()["reason"]
+    assert response.json() == {
+        "error": "unauthorized",
+        "reason": "missing Authorization header: send 'Authorization: Nostr <base64 of a signed kind 27235 event>'",
+    }
+    assert api.stored() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("GET", "/registrations", None), ("DELETE", "/unregister", {"device_token": TOKEN})],
+)
+async def test_other_routes_say_which_rule_failed(api: Api, method: str, path: str, body: Any) -> None:
+    wrong_url = await api.call(method, path, body, signed_url=BASE + "/register")
+    assert wrong_url.json()["reason"] == f"u tag does not match the request URL: expected {BASE}{path}"
+    wrong_method = await api.call(method, path, body, signed_method="PUT")
+    assert wrong_method.json()["reason"] == f"method tag does not match the request: expected {method}"
+    assert (wrong_url.status_code, wrong_method.status_code) == (401, 401)
+
+
+@pytest.mark.parametrize(
+    "signed_url",
+    ["HTTP://PushStr.Test/register", "http://pushstr.test:80/register", "http://pushstr.test/register/"],
+)
+async def test_u_spelled_differently_still_authorizes(api: Api, signed_url: str) -> None:
+    response = await api.call("POST", "/register", _register_body(), signed_url=signed_url)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("platform", "stored"),
+    [
+        ("ios", "ios"),
+        ("iOS", "ios"),
+        ("APNs", "ios"),
+        ("apns", "ios"),
+        ("Android", "android"),
+        ("fcm", "android"),
+        ("FCM", "android"),
+    ],
+)
+async def test_platform_names_and_aliases(api: Api, platform: str, stored: str) -> None:
+    response = await api.call("POST", "/register", _register_body(platform=platform))
+    assert response.status_code == 201, response.text
+    assert response.json()["registration"]["platform"] == stored
+    [registration] = api.stored()
+    assert registration.platform == stored
+
+
+async def test_an_unknown_platform_names_the_accepted_values(api: Api) -> None:
+    response = await api.call("POST", "/register", _register_body(platform="blackberry"))
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "bad_request",
+        "reason": "platform 'blackberry' is not one of ios (or apns), android (or fcm), unifiedpush (or up), webpush",
+    }
+
+
+@pytest.mark.parametrize(
+    ("platform", "token", "reason"),
+    [
+        ("ios", "not-a-hex-token", "device_token: an APNs token is even-length hex, 64–200 characters"),
+        ("ios", "abc" * 31, "device_token: an APNs token is even-length hex, 64–200 characters"),
+        ("apns", "a1" * 31, "device_token: an APNs token is even-length hex, 64–200 characters"),
+        ("android", "two words", "device_token: an FCM token is printable ASCII without spaces, 1–4096 characters"),
+        ("up", "a1" * 32, "device_token: a unifiedpush token is the push endpoint URL; endpoint scheme ''"),
+        ("unifiedpush", "https:///x", "device_token: a unifiedpush token is the push endpoint URL; endpoint has no"),
+    ],
+)
+async def test_unusable_tokens_are_400_with_a_reason(api: Api, platform: str, token: str, reason: str) -> None:
+    response = await api.call("POST", "/register", _register_body(platform=platform, device_token=token))
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"].startswith(reason)
     assert api.stored() == []
 
 
@@ -166,7 +283,7 @@ async def test_oversized_body_is_413(api: Api) -> None:
         (orjson.dumps(_register_body(platform="blackberry")), "platform"),
         (orjson.dumps(_register_body(app="nope")), "unknown app"),
         (orjson.dumps(_register_body(npub="npub1garbage")), "npub"),
-        (orjson.dumps(_register_body(platform="webpush")), "endpoint URL"),
+        (orjson.dumps(_register_body(platform="webpush", p256dh="k", auth="a")), "endpoint URL"),
         (orjson.dumps(_register_body(platform="webpush", device_token="https://push.example/x")), "p256dh"),
         (orjson.dumps(_register_body(kinds=[70000])), "kinds"),
         (orjson.dumps(_register_body(mode="encrypted")), "device_pubkey"),

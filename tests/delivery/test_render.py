@@ -86,6 +86,8 @@ def test_profile_name_prefers_display_name() -> None:
         (9735, {"extra": {"sats": "2100"}}, 0, "zapped you 2100 sats"),
         (4, {"count": 3}, 0, "3 new messages"),
         (4, {"count": 3, "extra": {"mixed": "1"}}, 0, "3 new notifications"),
+        (9, {}, 0, "New message in a group"),
+        (42, {"count": 2}, 0, "2 new group messages"),
     ],
 )
 def test_alert_bodies(kind: int, fields: dict[str, object], length: int, body: str) -> None:
@@ -150,3 +152,54 @@ def test_collapse_id_is_per_conversation_and_opaque() -> None:
     assert one == _render(_note(conversation="dm-1", event_id="f" * 64), app).collapse_id
     assert one != _render(_note(conversation="dm-2"), app).collapse_id
     assert _render(_note(), app).collapse_id is None
+
+
+GENERIC = {
+    "mode": "alert",
+    "alert_title": "Mostro",
+    "alert_body": "You have an update on your trade",
+    "alert_data": {"type": "trade_update"},
+}
+
+
+def test_a_generic_alert_shows_the_fixed_text_and_only_the_apps_data() -> None:
+    profiles = MemoryProfileCache()
+    profiles.put(SENDER, "Alice")
+    note = _note(1, conversation="thread", preview="secret words", relay="wss://r", extra={"sats": "21"})
+    rendered = _render(note, AppConfig(**GENERIC, preview_length=100), profiles=profiles)
+    assert (rendered.style, rendered.title, rendered.body) == ("alert", "Mostro", "You have an update on your trade")
+    assert rendered.data == {"type": "trade_update"}
+    assert rendered.wake and rendered.mutable_content
+    shown = str(rendered)
+    for private in ("Alice", SENDER, npub_encode(SENDER)[:12], "e" * 64, "secret", "wss://r", "thread", "21"):
+        assert private not in shown, private
+
+
+def test_generic_alerts_of_an_app_share_one_collapse_id_whatever_they_stand_for() -> None:
+    app = AppConfig(**GENERIC)
+    one = _render(_note(conversation="dm-1"), app)
+    others = [
+        _render(_note(conversation="dm-2", count=5), app),
+        _render(_note(kind=1059, recipient="b" * 64), app),
+    ]
+    assert one.collapse_id is not None and len(one.collapse_id) == 32
+    assert all(other == one for other in others)  # count, kind, recipient, conversation: none shows
+    assert _render(_note(app="other-app"), app).collapse_id != one.collapse_id
+
+
+def test_only_the_alert_mode_is_made_generic() -> None:
+    body_only = _render(_note(), AppConfig(mode="alert", alert_body="Something happened"))
+    assert (body_only.title, body_only.body, body_only.data) == (None, "Something happened", {})
+    silent = _render(_note(), AppConfig(**{**GENERIC, "mode": "silent"}))
+    assert silent.style == "silent" and silent.title is None and not silent.wake
+    event = orjson.dumps({"id": "e" * 64, "content": "x"})
+    with_event = _render(_note(event_json=event), AppConfig(**{**GENERIC, "mode": "alert+event"}))
+    assert with_event.data["event"] == event.decode() and with_event.title != "Mostro" and not with_event.wake
+    plain = _render(_note(), AppConfig(mode="alert"))
+    assert plain.body == "Encrypted message" and not plain.wake
+
+
+def test_alert_data_may_not_use_keys_the_push_services_reserve() -> None:
+    for key in ("from", "message_type", "google.c.a", "gcm.n", "aps", ""):
+        with pytest.raises(ValueError, match="data key"):
+            AppConfig(alert_data={key: "x"})

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pushstr.engine.match import match_event
 from pushstr.engine.presence import Presence
-from pushstr.nostr.event import sign_event
+from pushstr.nostr.event import Event, sign_event
 from pushstr.nostr.keys import Keys
+from pushstr.nostr.nip29 import group_key
 from pushstr.registry.index import RegistryIndex
 from pushstr.registry.model import Platform, Registration
 
@@ -97,3 +98,52 @@ def test_authors_narrow_pushes_but_never_gift_wraps() -> None:
     assert presence.allows(sign_event(stranger, 4, "hi", []), anyone)
     # A gift wrap is signed by a one-time key: its author says nothing about the sender.
     assert presence.allows(sign_event(stranger, 1059, "sealed", []), narrowed)
+
+
+def _zap_receipt(lnurl_server: Keys, zapper: Keys, recipient: str) -> Event:
+    """A kind 9735 receipt as an LNURL server signs it, embedding the zapper's signed request (NIP-57)."""
+    request = sign_event(zapper, 9734, "", [["p", recipient], ["amount", "21000"]])
+    return sign_event(lnurl_server, 9735, "", [["p", recipient], ["description", request.to_json().decode()]])
+
+
+def test_authors_narrow_zap_receipts_by_the_zapper_not_the_signer() -> None:
+    friend, stranger, lnurl = Keys.generate(), Keys.generate(), Keys.generate()
+    presence = Presence(clock=Clock(1000.0))
+    narrowed = Registration("bob", "phone", Platform.ANDROID, "default", authors=frozenset({friend.public_hex}))
+    assert presence.allows(_zap_receipt(lnurl, friend, "bob"), narrowed)
+    assert not presence.allows(_zap_receipt(lnurl, stranger, "bob"), narrowed)
+    # Without a readable zap request the zapper is unknown: nothing to narrow by, so the device is woken.
+    assert presence.allows(sign_event(lnurl, 9735, "", [["p", "bob"]]), narrowed)
+
+
+def test_group_messages_are_not_narrowed_by_authors() -> None:
+    stranger = Keys.generate()
+    presence = Presence(clock=Clock(1000.0))
+    narrowed = Registration("bob", "phone", Platform.ANDROID, "default", authors=frozenset({"aa" * 32}))
+    for kind in (9, 10, 11, 12, 42):
+        assert presence.allows(sign_event(stranger, kind, "in the group", []), narrowed), kind
+    assert not presence.allows(sign_event(stranger, 1, "a mention", []), narrowed)
+
+
+def test_relay_groups_match_by_h_tag_only_from_their_relay() -> None:
+    author, member = Keys.generate(), Keys.generate()
+    index = RegistryIndex()
+    follows = (group_key("groups.example.com", "pizza"), group_key("127.0.0.1:7777", "chess"))
+    index.put(reg(member.public_hex, "m", follows, frozenset({9, 10})))
+    index.put(reg(author.public_hex, "a", follows, frozenset({9})))
+    message = sign_event(author, 9, "hi", [["h", "pizza"], ["previous", "abcd1234"]])
+
+    def found(event: Event, relay: str | None) -> list[tuple[str, str]]:
+        matches = match_event(event, index.devices_for, index.devices_for_group, relay)
+        return [(m.recipient, m.device.device_token) for m in matches]
+
+    assert found(message, "wss://groups.example.com") == [(member.public_hex, "m")]
+    assert found(message, "wss://GROUPS.example.com:443/") == [(member.public_hex, "m")]
+    # The same group id on another relay is another group; without a relay, no group is known.
+    assert found(message, "wss://elsewhere.example.com") == []
+    assert found(message, None) == []
+    assert found(sign_event(author, 9, "hi", [["h", "chess"]]), "ws://127.0.0.1:7777") == [(member.public_hex, "m")]
+    # Kinds still filter: the member did not ask for threads (kind 11).
+    assert found(sign_event(author, 11, "a thread", [["h", "pizza"]]), "wss://groups.example.com") == []
+    # Relay groups are asked of their own relay, never of every relay by `e` tag.
+    assert index.group_interest() == {}

@@ -11,6 +11,7 @@ import nostr_sdk
 import pytest
 
 from pushstr.config import NostrConfig
+from pushstr.nostr.event import sign_event
 from pushstr.nostr.keys import Keys
 from pushstr.relays.connection import RelayState
 from pushstr.relays.planner import Interest, Planner, diff_plans
@@ -211,3 +212,27 @@ async def test_unreachable_relays_are_retried_and_close_is_prompt(
     await pool.close()
     assert time.monotonic() - started < 3
     assert pool.status() == []
+
+
+async def test_a_relay_is_asked_for_its_own_filters_only(local_relay: StartRelay, make_pool: PoolFactory) -> None:
+    """NIP-29 groups live on one relay: filters set for it are not sent to the others, and can be taken back."""
+    group_relay, other = await local_relay(), await local_relay()
+    author = Keys.generate()
+    pool, sink = await make_pool([group_relay.url, other.url], Interest())
+    pool.set_relay_filters(group_relay.url, [{"kinds": [9], "#h": ["pizza"]}])
+    await eventually(
+        lambda: {s.url: s.subscriptions for s in pool.status()} == {group_relay.url: 1, other.url: 0}, what="REQ"
+    )
+    in_group = sign_event(author, 9, "hi", [["h", "pizza"]])
+    await publish(other.url, in_group)
+    await publish(group_relay.url, in_group)
+    await sink.wait_for_ids({in_group.id})
+    assert [url for _, url in sink.received] == [group_relay.url]
+
+    pool.set_relay_filters(group_relay.url, [])
+    await eventually(lambda: all(s.subscriptions == 0 for s in pool.status()), what="CLOSE")
+    # A relay added later gets the filters set for it before it existed.
+    late = await local_relay()
+    pool.set_relay_filters(late.url, [{"kinds": [9], "#h": ["chess"]}])
+    pool.add_relay(late.url)
+    await eventually(lambda: any(s.url == late.url and s.subscriptions == 1 for s in pool.status()), what="late REQ")

@@ -11,10 +11,10 @@ import pytest
 
 from pushstr.config import AppConfig, ConfigError, load_settings, parse_app
 from pushstr.delivery.dispatcher import Dispatcher, Lane
-from pushstr.delivery.render import Renderer
+from pushstr.delivery.render import Renderer, generic_collapse_id
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports.apns import ApnsTransport
-from pushstr.transports.base import Notification, Outcome
+from pushstr.transports.base import Notification, Outcome, SendResult
 from pushstr.transports.jwt_cache import ProviderTokens
 from tests.fakes import APNS_TOPIC, ApnsKey, apns_app
 from tests.fakes.apns import FakeAPNs
@@ -329,3 +329,34 @@ async def test_a_reply_over_the_size_cap_is_a_retry_and_the_connection_goes_on(
         assert fake_apns.connections == 1
     finally:
         await transport.close()
+
+
+async def test_a_generic_alert_is_a_visible_alert_that_also_wakes_the_app(
+    fake_apns: FakeAPNs, apns_key: ApnsKey
+) -> None:
+    """The payload Mostro's server sends for a trade event, byte for byte: fixed text, the app's data, no ids."""
+    app = apns_app(
+        fake_apns,
+        apns_key,
+        mode="alert",
+        alert_title="Mostro",
+        alert_body="You have an update on your trade",
+        alert_data={"type": "trade_update"},
+    )
+    transport = ApnsTransport("x", app, tokens=ProviderTokens())
+    note = _note("x", conversation="c1", sender=SENDER)
+    encoded = Renderer(app).encode(note, _device("x"), transport)
+    assert not isinstance(encoded, SendResult)
+    collapse = generic_collapse_id("x")
+    assert encoded.body == (
+        b'{"aps":{"alert":{"title":"Mostro","body":"You have an update on your trade"},"sound":"default",'
+        b'"content-available":1,"mutable-content":1,"thread-id":"' + collapse.encode() + b'"},"type":"trade_update"}'
+    )
+    assert (encoded.headers["apns-push-type"], encoded.headers["apns-priority"]) == ("alert", "10")
+    assert encoded.headers["apns-collapse-id"] == collapse
+    try:
+        assert (await transport.send(encoded, _device("x"))).outcome is Outcome.DELIVERED
+    finally:
+        await transport.close()
+    (request,) = fake_apns.requests
+    assert request.payload == orjson.loads(encoded.body) and request.headers["apns-push-type"] == "alert"

@@ -7,14 +7,15 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pushstr.config import AppConfig, parse_app
 from pushstr.delivery.dispatcher import Dispatcher, Lane
-from pushstr.delivery.render import Renderer
+from pushstr.delivery.render import Renderer, generic_collapse_id
 from pushstr.registry.model import Platform, Registration
-from pushstr.transports.base import Notification, Outcome
-from pushstr.transports.fcm import FcmTransport
+from pushstr.transports.base import Notification, Outcome, Rendered, SendResult
+from pushstr.transports.fcm import FcmTransport, fcm_message
 from tests.fakes.fcm import FakeFCM
 from tests.transports.conftest import DeadHook, OneShot, outcomes
 
@@ -163,3 +164,70 @@ async def test_a_reply_over_the_size_cap_is_a_retry(fake_fcm: FakeFCM) -> None:
         assert (await transport.send(_note("x"), _device("x"))).outcome is Outcome.DELIVERED
     finally:
         await transport.close()
+
+
+GENERIC = {
+    "mode": "alert",
+    "alert_title": "Mostro",
+    "alert_body": "You have an update on your trade",
+    "alert_data": {"type": "trade_update"},
+    "android_channel_id": "mostro_notifications",
+}
+
+
+async def test_a_generic_alert_in_its_android_channel_and_waking_ios(fake_fcm: FakeFCM) -> None:
+    """Mostro's server's trade push, byte for byte, to an Android and an iOS FCM token."""
+    app = _app(fake_fcm, **GENERIC)
+    transport = FcmTransport("x", app)
+    note = _note("x", conversation="c1", sender="e" * 64)
+    collapse = generic_collapse_id("x").encode()
+    alert = b'"notification":{"title":"Mostro","body":"You have an update on your trade"}'
+    android = (
+        b'"android":{"priority":"high","ttl":"86400s","collapse_key":"' + collapse + b'",'
+        b'"notification":{"channel_id":"mostro_notifications","tag":"' + collapse + b'"}}'
+    )
+    aps = (
+        b'{"alert":{"title":"Mostro","body":"You have an update on your trade"},"sound":"default",'
+        b'"content-available":1,"mutable-content":1,"thread-id":"' + collapse + b'"}'
+    )
+    apns = (
+        b'"apns":{"headers":{"apns-push-type":"alert","apns-priority":"10","apns-collapse-id":"' + collapse + b'"},'
+        b'"payload":{"aps":' + aps + b"}}"
+    )
+    data = b'"data":{"type":"trade_update"}'
+    expected = {
+        Platform.ANDROID: b'{"message":{' + data + b"," + android + b"," + alert + b',"token":"fcm-token-1"}}',
+        Platform.IOS: b'{"message":{'
+        + data
+        + b","
+        + android
+        + b","
+        + alert
+        + b","
+        + apns
+        + b',"token":"fcm-token-1"}}',
+    }
+    try:
+        for platform, body in expected.items():
+            encoded = Renderer(app).encode(note, _device("x", platform), transport)
+            assert not isinstance(encoded, SendResult)
+            assert encoded.body == body
+            assert (await transport.send(encoded, _device("x", platform))).outcome is Outcome.DELIVERED
+    finally:
+        await transport.close()
+    assert [request.message for request in fake_fcm.requests] == [
+        orjson.loads(body)["message"] for body in expected.values()
+    ]
+
+
+async def test_a_plain_alert_has_no_channel_unless_the_app_names_one(fake_fcm: FakeFCM) -> None:
+    plain = fcm_message(Rendered("alert", "Nostr", "Encrypted message"), _device("x"), _app(fake_fcm, mode="alert"))
+    assert "notification" not in plain["android"]
+    grouped = fcm_message(Rendered("alert", "Nostr", "x", collapse_id="c" * 32), _device("x"), _app(fake_fcm))
+    assert grouped["android"]["notification"] == {"tag": "c" * 32} == {"tag": grouped["android"]["collapse_key"]}
+    named = fcm_message(Rendered("alert", "Nostr", "x"), _device("x"), _app(fake_fcm, android_channel_id="dms"))
+    assert named["android"]["notification"] == {"channel_id": "dms"}
+    silent = fcm_message(
+        Rendered("silent", data={"count": "1"}), _device("x"), _app(fake_fcm, android_channel_id="dms")
+    )
+    assert "notification" not in silent["android"] and "notification" not in silent

@@ -79,10 +79,10 @@ async def test_encrypted_vapid_push_is_decrypted_by_the_server(
     assert result.outcome is Outcome.DELIVERED, result
     (message,) = await push_server.messages(subscription["clientHash"])
     body = orjson.loads(message)
-    assert body["title"] == "Nostr"
-    assert body["body"] == "mentioned you: gm fren, see you at…"
+    assert body["notification"]["title"] == "Nostr"
+    assert body["notification"]["body"] == "mentioned you: gm fren, see you at…"
+    assert len(body["notification"]["tag"]) == 32
     assert body["data"]["event_id"] == "e" * 64
-    assert len(body["tag"]) == 32
 
 
 async def test_a_wrong_vapid_key_is_refused_by_the_server(push_server: WebPushTestingServer, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pushstr import __version__
 from pushstr.api.errors import BodyLimit, install_error_handlers
 from pushstr.app import Service
+from pushstr.net.clientaddr import TrustedProxies
 from pushstr.nostr import nip19
 from pushstr.relays.endpoint import RelayEndpoint
 
@@ -74,7 +75,12 @@ def create_app(service: Service, manage_service: bool = True) -> FastAPI:
         router = dialect.router()
         if router is not None:
             app.include_router(router)
-    endpoint = RelayEndpoint(service.settings.endpoint, service.pipeline.ingest, service.delivery.durable)
+    endpoint = RelayEndpoint(
+        service.settings.endpoint,
+        service.pipeline.ingest,
+        service.delivery.durable,
+        TrustedProxies.parse(service.settings.server.trusted_proxies),
+    )
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict[str, str]:

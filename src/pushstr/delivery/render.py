@@ -9,6 +9,10 @@ Modes, chosen per app and overridable per registration (`payload_mode`, the one 
 
 - `silent`: wake the app and say nothing. No event id, no kind, no identity: the app syncs from its relays.
 - `alert`: a visible notification. Title: the sender's display name (kind-0 cache) or a short npub; body by kind.
+  An app with `alert_title`/`alert_body` makes it a *generic alert* instead: that fixed text, the app's
+  `alert_data` and nothing else (no sender, no event id, no kind, no count), marked to wake the app too (it
+  learns what happened from its relays) and mutable (an iOS extension may rewrite it). Every generic alert of
+  an app looks the same, so they share one collapse id and a newer one replaces the older.
 - `alert+event`: the alert plus the signed event in the data when the whole payload fits, else the event id and a
   relay hint; `mutable-content` lets an iOS extension decrypt and rewrite it.
 - `encrypted`: a placeholder alert (data-only on Android / Web) whose data is one NIP-44 payload to the device's
@@ -60,8 +64,22 @@ def short_npub(pubkey_hex: str) -> str:
     return f"{npub[:9]}…{npub[-4:]}"
 
 
-_ONE = {4: "Encrypted message", 1059: "Encrypted message", 7: "reacted to your note", 6: "reposted your note"}
-_MANY = {4: "new messages", 1059: "new messages", 1: "new mentions", 7: "new reactions", 6: "new reposts"}
+_GROUP_KINDS = (9, 10, 11, 12, 42)  # NIP-29 group chat, threads and replies; NIP-28 channel messages
+_ONE = {
+    4: "Encrypted message",
+    1059: "Encrypted message",
+    7: "reacted to your note",
+    6: "reposted your note",
+    **dict.fromkeys(_GROUP_KINDS, "New message in a group"),
+}
+_MANY = {
+    4: "new messages",
+    1059: "new messages",
+    1: "new mentions",
+    7: "new reactions",
+    6: "new reposts",
+    **dict.fromkeys(_GROUP_KINDS, "new group messages"),
+}
 
 
 def alert_body(notification: Notification, preview_length: int) -> str:
@@ -82,12 +100,21 @@ def alert_body(notification: Notification, preview_length: int) -> str:
     return _ONE.get(kind, "New activity")
 
 
+def _digest(seed: str) -> str:
+    """32 hex chars: valid as APNs collapse id and Web Push `Topic`."""
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
 def collapse_id(notification: Notification) -> str | None:
-    """A per-conversation digest (32 hex chars: valid as APNs collapse id and Web Push `Topic`)."""
+    """A per-conversation digest."""
     if not notification.conversation:
         return None
-    seed = f"{notification.app}\0{notification.recipient}\0{notification.conversation}"
-    return hashlib.sha256(seed.encode()).hexdigest()[:32]
+    return _digest(f"{notification.app}\0{notification.recipient}\0{notification.conversation}")
+
+
+def generic_collapse_id(app_id: str) -> str:
+    """The one collapse id of an app's generic alerts (they all say the same)."""
+    return _digest(f"{app_id}\0generic-alert")
 
 
 def render(
@@ -117,6 +144,16 @@ def render(
         mode = Mode.SILENT
     if mode not in (Mode.ALERT, Mode.ALERT_EVENT):
         return Rendered("silent", data={"count": str(notification.count)}, collapse_id=collapse)
+    if mode is Mode.ALERT and app.generic_alert:
+        return Rendered(
+            "alert",
+            app.alert_title,
+            app.alert_body,
+            dict(app.alert_data),
+            generic_collapse_id(notification.app),
+            mutable_content=True,
+            wake=True,
+        )
     name = profiles.display_name(notification.sender) if profiles and notification.sender else None
     if name is None and notification.sender:
         name = short_npub(notification.sender)

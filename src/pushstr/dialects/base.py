@@ -66,3 +66,5 @@ class DialectContext:
     presence: Presence
     add_relay: Callable[[str], None]
     remove_relay: Callable[[str], None]
+    set_relay_filters: Callable[[str, Sequence[Mapping[str, Any]]], None]
+    """Filters asked of one relay only, beside the shared plan (`RelayPool.set_relay_filters`)."""

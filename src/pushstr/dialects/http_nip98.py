@@ -1,13 +1,15 @@
 """HTTP registration authenticated with NIP-98 (the Sigil-style `POST /register` dialect).
 
 The signer of the `Authorization: Nostr …` event must be the pubkey being registered, so nobody can route
-another user's notifications to their own device. Each authorization event is single-use (replay cache).
+another user's notifications to their own device. Each authorization event is single-use (replay cache), and
+every refusal says which NIP-98 rule failed. Platform names and device tokens are read by `registry.tokens`, so
+a token that cannot work is a 400 at registration instead of a push that fails unseen.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -15,8 +17,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
+from pushstr.config import WebPushAppConfig
 from pushstr.dialects.base import Dialect, DialectContext
 from pushstr.dialects.routes import ApiError, parse_body
+from pushstr.net.urlguard import Resolver, resolve_host
 from pushstr.nostr import nip19, nip98
 from pushstr.nostr.errors import AuthError, NostrError
 from pushstr.nostr.event import Event
@@ -25,6 +29,7 @@ from pushstr.nostr.nip98 import ReplayCache
 from pushstr.registry.model import Mode, Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
 from pushstr.registry.storage import DeliveryStatus
+from pushstr.registry.tokens import InvalidToken, check_device_token, parse_platform
 
 DIALECT = "http-nip98"
 MAX_TOKEN_LENGTH = 4096
@@ -37,13 +42,16 @@ KindNumber = Annotated[int, Field(ge=0, le=65535)]
 
 
 class RegisterBody(BaseModel):
-    """`POST /register`. Unknown fields are ignored so that newer clients keep working."""
+    """`POST /register`. Unknown fields are ignored so that newer clients keep working.
+
+    `platform` stays text here: `parse_platform` reads it (any case, provider aliases) and says what it accepts.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     npub: str = Field(min_length=1, max_length=200)
     device_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
-    platform: Platform
+    platform: str = Field(min_length=1, max_length=40)
     app: str | None = Field(None, max_length=100)
     kinds: list[KindNumber] | None = Field(None, max_length=MAX_KINDS)
     mode: Mode | None = None
@@ -74,12 +82,16 @@ def registration_view(reg: Registration, status: DeliveryStatus | None = None) -
     }
 
 
-def _validate_transport_fields(body: RegisterBody) -> None:
-    if body.platform in (Platform.WEBPUSH, Platform.UNIFIEDPUSH) and not body.device_token.startswith(
-        ("https://", "http://")
-    ):
-        raise ApiError(400, "device_token must be the push endpoint URL for webpush and unifiedpush")
-    if body.platform is Platform.WEBPUSH and not (body.p256dh and body.auth):
+def _platform(body: RegisterBody) -> Platform:
+    try:
+        return parse_platform(body.platform)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _validate_transport_fields(body: RegisterBody, platform: Platform) -> None:
+    """The fields beside the token that a platform or mode needs (cheap checks, before any DNS lookup)."""
+    if platform is Platform.WEBPUSH and not (body.p256dh and body.auth):
         raise ApiError(400, "webpush registrations need p256dh and auth keys")
     if (body.p256dh is None) != (body.auth is None):
         raise ApiError(400, "p256dh and auth go together")
@@ -102,12 +114,18 @@ class HttpNip98(Dialect):
         *,
         window_seconds: int,
         public_url: str | None,
+        endpoint_hosts: Mapping[str, Collection[str]],
         clock: Callable[[], float] = time.time,
+        resolve: Resolver = resolve_host,
     ) -> None:
         """`app_for(platform, app)` is the configured app a registration belongs to, None when `app` is unknown;
-        `public_url` is the base URL clients sign when pushstr runs behind a proxy."""
+        `public_url` is the base URL clients sign when pushstr runs behind a proxy; `endpoint_hosts` maps an app
+        to the endpoint hosts exempt from the URL guard's address check (a Web Push app's `allowed_hosts`);
+        `resolve` is the URL guard's DNS lookup (tests answer it without DNS)."""
         self._registry = registry
         self._app_for = app_for
+        self._endpoint_hosts = endpoint_hosts
+        self._resolve = resolve
         self._default_kinds = default_kinds
         self._window = window_seconds
         self._public_url = public_url
@@ -153,15 +171,17 @@ class HttpNip98(Dialect):
                 raise ApiError(400, f"npub: {exc.reason}") from None
             if pubkey != auth.pubkey:
                 AUTH_FAILURES.inc()
-                raise ApiError(401, "authorization is not signed by the npub being registered")
-            _validate_transport_fields(data)
-            app = self._app_for(data.platform, data.app)
+                raise ApiError(401, "signer is not the npub being registered: sign with that npub's key")
+            platform = _platform(data)
+            _validate_transport_fields(data, platform)
+            app = self._app_for(platform, data.app)
             if app is None:
                 raise ApiError(400, f"app: unknown app {data.app!r}")
+            await self._check_token(platform, data.device_token, app)
             registration = Registration(
                 pubkey=pubkey,
                 device_token=data.device_token,
-                platform=data.platform,
+                platform=platform,
                 app=app,
                 dialect=DIALECT,
                 kinds=frozenset(data.kinds) if data.kinds else self._default_kinds,
@@ -207,6 +227,15 @@ class HttpNip98(Dialect):
 
         return router
 
+    async def _check_token(self, platform: Platform, token: str, app: str) -> None:
+        """400 for a token its platform cannot deliver to, before it is stored and fails unseen at delivery."""
+        try:
+            await check_device_token(
+                platform, token, allowed_hosts=self._endpoint_hosts.get(app, ()), resolve=self._resolve
+            )
+        except InvalidToken as exc:
+            raise ApiError(400, str(exc)) from None
+
 
 def build(context: DialectContext) -> HttpNip98:
     settings = context.settings
@@ -216,4 +245,9 @@ def build(context: DialectContext) -> HttpNip98:
         frozenset(settings.registration.default_kinds),
         window_seconds=settings.registration.nip98_window_seconds,
         public_url=settings.server.public_url,
+        endpoint_hosts={
+            app_id: tuple(app.allowed_hosts)
+            for app_id, app in settings.apps.items()
+            if isinstance(app, WebPushAppConfig)
+        },
     )

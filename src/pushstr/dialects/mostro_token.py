@@ -4,23 +4,30 @@ Layout (281 bytes): ephemeral pubkey (33, compressed) ‖ nonce (12) ‖ ciphert
 Poly1305 tag (16); no associated data. Plaintext: platform (1 byte: 0x01 iOS, 0x02 Android) ‖ token length
 (u16 big-endian) ‖ token (UTF-8) ‖ padding. Every token has the same size, so its length says nothing.
 
-The key is HKDF-SHA256(salt "mostro-push-v1", info "mostro-token-encryption", 32 bytes) over the SHA-256 of the
-*compressed* shared point (`0x02|y parity ‖ x`). That is what Mostro's server computes (rust-secp256k1's
-`SharedSecret`), and so what its clients must send, although its documentation says the raw x coordinate.
-coincurve's `ecdh()` computes exactly that hash (libsecp256k1's default), unlike what NIP-04/NIP-44 need.
+The key is HKDF-SHA256(salt "mostro-push-v1", info "mostro-token-encryption", 32 bytes) over an ECDH secret that
+Mostro's two sides compute differently, so both are accepted (`DERIVATIONS`):
+
+- `ecdh-x`: the raw 32-byte x coordinate of the shared point, as the Mostro mobile app seals tokens (and as its
+  documentation says);
+- `ecdh-sha256`: SHA-256 of the compressed shared point (`0x02|y parity ‖ x`), which is what Mostro's server
+  feeds HKDF (rust-secp256k1's `SharedSecret`, libsecp256k1's default ECDH, as coincurve's `ecdh()`).
+
+A blob is opened with one key, then the other: the Poly1305 tag decides, and a token sealed with one key fails
+the other's tag (a forgery chance of about 2^-106), so at most one derivation ever opens it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from coincurve import PublicKey
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pushstr.nostr.keys import Keys
+from pushstr.nostr.errors import InvalidKey
+from pushstr.nostr.keys import Keys, shared_point_x
 from pushstr.registry.model import Platform
 
 HKDF_SALT = b"mostro-push-v1"
@@ -43,6 +50,8 @@ class TokenError(ValueError):
 class DecryptedToken:
     platform: Platform
     device_token: str
+    derivation: str
+    """Which key opened it (`DERIVATIONS`): how the client sealed it."""
 
 
 def server_pubkey_compressed(keys: Keys) -> str:
@@ -50,14 +59,37 @@ def server_pubkey_compressed(keys: Keys) -> str:
     return str(keys.private_key.public_key.format(compressed=True).hex())
 
 
-def token_key(keys: Keys, ephemeral_pubkey: bytes) -> bytes:
-    """The ChaCha20-Poly1305 key for a token sealed with `ephemeral_pubkey` (33 bytes, compressed)."""
+def _raw_x(keys: Keys, ephemeral: bytes) -> bytes:
+    """The shared point's x coordinate; the y parity of `ephemeral` does not change it (x(k·P) = x(k·-P))."""
+    return shared_point_x(keys, ephemeral[1:])
+
+
+def _hashed(keys: Keys, ephemeral: bytes) -> bytes:
+    return bytes(keys.private_key.ecdh(ephemeral))
+
+
+#: The ECDH secrets a token key may be derived from, in the order they are tried: the app's first.
+DERIVATIONS: dict[str, Callable[[Keys, bytes], bytes]] = {"ecdh-x": _raw_x, "ecdh-sha256": _hashed}
+
+
+def token_key(keys: Keys, ephemeral_pubkey: bytes, derivation: str) -> bytes:
+    """The ChaCha20-Poly1305 key for a token sealed with `ephemeral_pubkey` (33 bytes, compressed) the
+    `derivation` way; `TokenError` when the pubkey is not a point on the curve."""
     try:
-        point = PublicKey(ephemeral_pubkey)
-    except ValueError:
+        shared = DERIVATIONS[derivation](keys, ephemeral_pubkey)
+    except (ValueError, InvalidKey):
         raise TokenError("Invalid ephemeral public key") from None
-    shared = keys.private_key.ecdh(point.format(compressed=True))
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=HKDF_SALT, info=HKDF_INFO).derive(shared)
+
+
+def _open(keys: Keys, ephemeral: bytes, nonce: bytes, sealed: bytes) -> tuple[bytes, str]:
+    """The plaintext and the derivation whose key opened it; `TokenError` when none does."""
+    for derivation in DERIVATIONS:
+        try:
+            return ChaCha20Poly1305(token_key(keys, ephemeral, derivation)).decrypt(nonce, sealed, None), derivation
+        except InvalidTag:
+            continue
+    raise TokenError("Decryption failed")
 
 
 def decrypt_token(keys: Keys, blob: bytes) -> DecryptedToken:
@@ -69,10 +101,7 @@ def decrypt_token(keys: Keys, blob: bytes) -> DecryptedToken:
     sealed = blob[EPHEMERAL_PUBKEY_SIZE + NONCE_SIZE :]
     if ephemeral[0] not in (0x02, 0x03):
         raise TokenError("Invalid ephemeral public key")
-    try:
-        payload = ChaCha20Poly1305(token_key(keys, ephemeral)).decrypt(nonce, sealed, None)
-    except InvalidTag:
-        raise TokenError("Decryption failed") from None
+    payload, derivation = _open(keys, ephemeral, nonce, sealed)
     platform = _PLATFORMS.get(payload[0])
     if platform is None:
         raise TokenError("Invalid platform identifier")
@@ -85,4 +114,4 @@ def decrypt_token(keys: Keys, blob: bytes) -> DecryptedToken:
         token = payload[3 : 3 + length].decode("utf-8")
     except UnicodeDecodeError:
         raise TokenError("Invalid token encoding") from None
-    return DecryptedToken(platform, token)
+    return DecryptedToken(platform, token, derivation)

@@ -1,8 +1,9 @@
 """Matching: which registered devices an admitted event is for.
 
 Recipients are the registered pubkeys named in the event's `p` tags, never its author (a user does not get
-woken by their own note), and the devices following a group named in its `e` tags; each device then filters
-by the kinds it registered for.
+woken by their own note), the devices following a channel named in its `e` tags, and the devices following a
+NIP-29 relay group named in its `h` tag, when the event came from that group's relay (a group id means nothing
+on another relay); each device then filters by the kinds it registered for.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from pushstr.nostr.event import Event
+from pushstr.nostr.nip29 import group_key, relay_host
 from pushstr.registry.model import Registration
 
 MAX_P_TAGS_CONSIDERED = 1000
@@ -26,12 +28,15 @@ class Match(NamedTuple):
     device: Registration
 
 
-def match_event(event: Event, devices_for: DevicesFor, devices_for_group: DevicesFor | None = None) -> list[Match]:
+def match_event(
+    event: Event, devices_for: DevicesFor, devices_for_group: DevicesFor | None = None, relay: str | None = None
+) -> list[Match]:
     """Every (recipient, device) pair the event should reach; each device at most once per event.
 
-    With `devices_for_group`, the event's `e` tags are looked up as groups too: a device following a group the
-    event names is reached under its own pubkey, unless that pubkey wrote the event. One pass over the tags
-    collects both, since this runs for every admitted event.
+    With `devices_for_group`, the event's `e` tags are looked up as groups too, and so are its `h` tags as
+    groups of `relay` (the relay the event was read from): a device following a group the event names is reached
+    under its own pubkey, unless that pubkey wrote the event. One pass over the tags collects all of them, since
+    this runs for every admitted event.
     """
     matches: list[Match] = []
     kind = event.kind
@@ -55,6 +60,12 @@ def match_event(event: Event, devices_for: DevicesFor, devices_for_group: Device
             if groups is None:
                 groups = []
             groups.append(tag[1])
+        elif name == "h" and relay is not None and devices_for_group is not None:
+            host = relay_host(relay)
+            if host is not None:
+                if groups is None:
+                    groups = []
+                groups.append(group_key(host, tag[1]))
     if groups is not None and devices_for_group is not None:
         _match_groups(event, groups, devices_for_group, matches)
     return matches

@@ -159,7 +159,7 @@ class Pipeline:
         return 0
 
     def _notify(self, event: Event, relay_url: str | None) -> int:
-        matches = match_event(event, self._devices_for, self._devices_for_group)
+        matches = match_event(event, self._devices_for, self._devices_for_group, relay_url)
         if not matches:
             return 0
         MATCHED.inc()

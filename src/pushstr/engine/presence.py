@@ -7,9 +7,11 @@ Two rules live here, both driven by what a device told the server about itself:
   pushed. With no beat for `timeout` seconds, or after `{"online": 0}`, pushes resume. Beats are ordered by
   their event `created_at`: an older beat or offline notice never overrides a newer one, so relays delivering
   them out of order cannot flip the state back. A beat older than `timeout` is stale and ignored.
-* Sender narrowing. A registration whose `authors` lists pubkeys only wants pushes for events by
-  those authors, where the author is the real sender; a gift wrap's author is a one-time key, so gift wraps
-  are never narrowed.
+* Sender narrowing. A registration whose `authors` lists pubkeys (0xchat sends the user's contacts) only wants
+  pushes from those senders, where the sender is knowable: the author for ordinary kinds, the zap request's
+  author for a zap receipt (the receipt is signed by the recipient's LNURL server). A gift wrap's author is a
+  one-time key, so gift wraps are never narrowed; nor are group and channel messages (NIP-29 kinds 9-12,
+  NIP-28 kind 42), which reach a device because it follows the group, whoever writes there.
 
 Only devices that announced presence are ever held back; everything else passes untouched.
 """
@@ -24,9 +26,13 @@ from prometheus_client import Counter, Gauge
 
 from pushstr.nostr.event import Event
 from pushstr.nostr.kinds import Kind
+from pushstr.nostr.nip29 import GROUP_KINDS
+from pushstr.nostr.zaps import zap_sender
 from pushstr.registry.model import Registration
 
-_GIFT_WRAP = int(Kind.GIFT_WRAP)  # a plain int: compared for every matched device with authors
+_ZAP_RECEIPT = int(Kind.ZAP_RECEIPT)
+#: Kinds whose author says nothing about whether the device wants them (see the module docstring).
+_NOT_NARROWED = frozenset({int(Kind.GIFT_WRAP), int(Kind.CHANNEL_MESSAGE), *(int(kind) for kind in GROUP_KINDS)})
 DEFAULT_TIMEOUT_SECONDS = 150.0
 DEFAULT_MAX_DEVICES = 1_000_000
 
@@ -114,7 +120,9 @@ class Presence:
             HELD_BACK.labels("online").inc()
             return False
         authors = device.authors
-        if authors and event.kind != _GIFT_WRAP and event.pubkey not in authors:
-            HELD_BACK.labels("author").inc()
-            return False
+        if authors and event.kind not in _NOT_NARROWED:
+            sender = zap_sender(event.tags) if event.kind == _ZAP_RECEIPT else event.pubkey
+            if sender is not None and sender not in authors:
+                HELD_BACK.labels("author").inc()
+                return False
         return True

@@ -13,7 +13,12 @@ class Kind(IntEnum):
     ENCRYPTED_DM = 4  # NIP-04
     REPOST = 6  # NIP-18
     REACTION = 7  # NIP-25
+    GROUP_CHAT = 9  # NIP-29 relay group chat message
+    GROUP_CHAT_THREADED = 10  # NIP-29 (deprecated threaded reply, still sent by 0xchat)
+    GROUP_THREAD = 11  # NIP-29 group thread
+    GROUP_THREAD_REPLY = 12  # NIP-29 group thread reply
     SEAL = 13  # NIP-59
+    CHANNEL_MESSAGE = 42  # NIP-28 public channel message
     GIFT_WRAP = 1059  # NIP-59 (NIP-17 DMs, Mostro, Marmot)
     ZAP_REQUEST = 9734  # NIP-57
     ZAP_RECEIPT = 9735  # NIP-57

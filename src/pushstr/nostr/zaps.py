@@ -55,8 +55,9 @@ def zap_sats(receipt_tags: Iterable[Sequence[Any]]) -> int | None:
 def zap_sender(receipt_tags: Iterable[Sequence[Any]]) -> str | None:
     """The pubkey (hex) of whoever zapped: the author of the embedded zap request; None when it is unreadable.
 
-    Nothing here is verified (the request's signature is the LNURL server's business): the value only picks the
-    name an alert shows, never who gets pushed.
+    Nothing here is verified (the request's signature is the LNURL server's business): the value picks the name
+    an alert shows and is what a device's `authors` narrow by, a filter the device asked for, never who is
+    pushed.
     """
     request = _zap_request(tag for tag in receipt_tags if isinstance(tag, list | tuple) and len(tag) >= 2)
     pubkey = request.get("pubkey") if request is not None else None

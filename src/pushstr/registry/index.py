@@ -14,8 +14,9 @@ Pure data structure, no I/O. It is shaped by two pressures:
 is rebuilt lazily, only for groups that changed, and stays the same object until something changes, so a
 caller can tell "nothing to re-plan" with an identity check.
 
-Groups (channels, group chats) are the second key: a registration whose `groups` lists event ids is also found
-by `devices_for_group(id)`, for events whose `e` tags name the group. Few registrations have groups, so that map
+Groups are the second key: a registration whose `groups` lists NIP-28 channel ids or NIP-29 relay groups
+(`nostr.nip29.group_key`) is also found by `devices_for_group(entry)`, for events whose `e` tags name the
+channel or whose `h` tag names the group on its relay. Few registrations have groups, so that map
 and its interest are kept simply: the interest is rebuilt from the group map when a registration with groups
 changed. (A registration's `authors` and `relays` are no concern of the index.)
 """
@@ -28,6 +29,7 @@ from dataclasses import replace
 from itertools import chain
 from types import MappingProxyType
 
+from pushstr.nostr.nip29 import is_group_key
 from pushstr.registry.model import Platform, Registration
 
 KindInterest = Mapping[frozenset[int], frozenset[str]]
@@ -253,10 +255,14 @@ class RegistryIndex:
         return self._interest
 
     def group_interest(self) -> KindInterest:
-        """Kind set → group ids whose devices want (the union of) those kinds; rebuilt only after a change."""
+        """Kind set → channel ids (`e` tags) whose devices want (the union of) those kinds; rebuilt only after a
+        change. NIP-29 relay groups are left out: they are asked of their own relay, by `h` tag, not of every
+        relay by `e` tag."""
         if self._group_interest is None:
             kinds_of: dict[str, frozenset[int]] = {
-                group: frozenset().union(*(reg.kinds for reg in devices)) for group, devices in self._by_group.items()
+                group: frozenset().union(*(reg.kinds for reg in devices))
+                for group, devices in self._by_group.items()
+                if not is_group_key(group)
             }
             grouped: dict[frozenset[int], set[str]] = {}
             for group, kinds in kinds_of.items():

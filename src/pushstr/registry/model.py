@@ -45,11 +45,12 @@ class Registration:
     A registration is keyed by (`pubkey`, `device_token`); the same token under another pubkey is another
     registration (one phone, several accounts).
 
-    `mode` overrides the app's mode when set. `groups` are the group/channel event ids (64 hex) the device
-    follows: events whose `e` tags name one reach it too. `authors` (64 hex) narrows pushes to those senders;
-    empty means anyone. `relays` are the relays the device asked pushstr to watch on its behalf. Most devices
-    have none of the three, so their defaults are shared objects (`()`, `NO_AUTHORS`): a million registrations
-    must not carry a million empty containers.
+    `mode` overrides the app's mode when set. `groups` are what the device follows besides its own pubkey:
+    NIP-28 channel ids (64 hex; events whose `e` tags name one reach it) and NIP-29 relay groups
+    (`"<host>'<id>"`, see `nostr.nip29`; events of that relay whose `h` tag names the id reach it).
+    `authors` (64 hex) narrows pushes to those senders; empty means anyone. `relays` are the relays the device
+    asked pushstr to watch on its behalf. Most devices have none of the three, so their defaults are shared
+    objects (`()`, `NO_AUTHORS`): a million registrations must not carry a million empty containers.
 
     `expires_at` (Unix seconds) gives a memory-only registration a lifetime: presence-style dialects renew it
     with heartbeats, and the registry drops it once the time has passed. It is never persisted.

@@ -192,7 +192,7 @@ class Planner:
             cache[group] = (values, planned)
             subscriptions.update(planned)
         self._cache = cache
-        subscriptions.update(self._plan_extra(interest.extra))
+        subscriptions.update(self.plan_fixed(interest.extra))
         return Plan(subscriptions)
 
     def _plan_group(self, group: _Group, ordered: list[str], keys: list[str]) -> dict[str, Subscription]:
@@ -220,9 +220,9 @@ class Planner:
             {"kinds": kinds, f"#{tag}": list(values[index : index + size])} for index in range(0, len(values), size)
         )
 
-    def _plan_extra(self, extra: Iterable[Mapping[str, Any]]) -> dict[str, Subscription]:
-        """Fixed filters, kept as given. One that asks for 1059 gets the gift-wrap window (the longer one, so
-        nothing is missed); a filter that carries its own `since` keeps it."""
+    def plan_fixed(self, extra: Iterable[Mapping[str, Any]], prefix: str = "x") -> dict[str, Subscription]:
+        """Fixed filters, kept as given, under ids starting with `prefix`. One that asks for 1059 gets the
+        gift-wrap window (the longer one, so nothing is missed); a filter that carries its own `since` keeps it."""
         regular: list[dict[str, Any]] = []
         giftwrap: list[dict[str, Any]] = []
         for filter_ in extra:
@@ -230,7 +230,7 @@ class Planner:
             target = giftwrap if isinstance(kinds, list | tuple) and Kind.GIFT_WRAP in kinds else regular
             target.append(dict(filter_))
         planned: dict[str, Subscription] = {}
-        for name, filters, is_giftwrap in (("x", regular, False), ("xg", giftwrap, True)):
+        for name, filters, is_giftwrap in ((prefix, regular, False), (f"{prefix}g", giftwrap, True)):
             for index in range(0, len(filters), self.filters_per_req):
                 chunk = tuple(filters[index : index + self.filters_per_req])
                 planned[f"{name}{index // self.filters_per_req}"] = Subscription(chunk, is_giftwrap)

@@ -4,6 +4,9 @@ Registrations change in bursts (a dialect importing a list, a client re-register
 `set_interest` only records the newest interest and plans it on a later loop iteration: at most once per
 `coalesce_seconds`, and less often when planning itself turns out to be expensive, so that a flood of changes
 cannot starve the event loop. Each connection then sends its relay only the difference.
+
+A relay may also be asked for filters of its own (`set_relay_filters`): a NIP-29 group exists on one relay
+only, so asking every relay for it would be wasted subscriptions.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pushstr.config import NostrConfig
 from pushstr.nostr.keys import Keys
@@ -52,6 +56,7 @@ class RelayPool:
         self._started = False
         self._connections: dict[str, RelayConnection] = {}
         self._removing: set[asyncio.Task[None]] = set()
+        self._own: dict[str, Plan] = {}
         for url in urls:
             self.add_relay(url)
 
@@ -106,10 +111,30 @@ class RelayPool:
             raise ValueError("relay URL must start with ws:// or wss://")
         if url in self._connections:
             return
-        connection = RelayConnection(url, self._keys, self._on_event, self._config, plan=self._plan)
+        connection = RelayConnection(url, self._keys, self._on_event, self._config, plan=self._plan_for(url))
         self._connections[url] = connection
         if self._started:
             connection.start()
+
+    def set_relay_filters(self, url: str, filters: Sequence[Mapping[str, Any]]) -> None:
+        """Ask the relay at `url` (only) for `filters` too, beside the shared plan; none: stop asking.
+
+        Kept when the relay is not connected yet (or removed): `add_relay` gives it its filters.
+        """
+        if filters:
+            self._own[url] = Plan(self._planner.plan_fixed(filters, prefix="r"))
+        elif self._own.pop(url, None) is None:
+            return
+        connection = self._connections.get(url)
+        if connection is not None:
+            connection.set_plan(self._plan_for(url))
+
+    def _plan_for(self, url: str) -> Plan:
+        """The shared plan, plus the relay's own subscriptions when it has some."""
+        own = self._own.get(url)
+        if own is None:
+            return self._plan
+        return Plan({**self._plan.subscriptions, **own.subscriptions})
 
     def remove_relay(self, url: str) -> None:
         """Stop using a relay; its connection is closed in the background (and awaited by `close()`)."""
@@ -127,8 +152,8 @@ class RelayPool:
             return
         started = time.perf_counter()
         self._plan = self._planner.plan(interest)
-        for connection in self._connections.values():
-            connection.set_plan(self._plan)
+        for url, connection in self._connections.items():
+            connection.set_plan(self._plan_for(url))
         elapsed = time.perf_counter() - started
         self._next_plan_at = asyncio.get_running_loop().time() + max(self._coalesce_seconds, PLAN_COST_FACTOR * elapsed)
         log.debug(

@@ -51,14 +51,20 @@ def load_signing_key(app_id: str, path: Any) -> ec.EllipticCurvePrivateKey:
 
 
 def aps_payload(rendered: Rendered) -> dict[str, Any]:
-    """The JSON APNs delivers to the app: `aps` plus our data keys at the top level."""
+    """The JSON APNs delivers to the app: `aps` plus our data keys at the top level.
+
+    An alert that also wakes the app (`Rendered.wake`, a generic alert) carries `content-available` beside the
+    alert; it stays an `alert` push at its priority (`delivery_headers`), as Apple asks of a visible push.
+    """
     aps: dict[str, Any] = {}
     if rendered.style == "silent":
         aps["content-available"] = 1
     else:
-        alert = {"title": rendered.title, "body": rendered.body} if rendered.title else {"body": rendered.body}
+        alert = {name: text for name, text in (("title", rendered.title), ("body", rendered.body)) if text}
         aps["alert"] = alert
         aps["sound"] = "default"
+        if rendered.wake:
+            aps["content-available"] = 1
         if rendered.mutable_content:
             aps["mutable-content"] = 1
         if rendered.collapse_id:

@@ -110,8 +110,10 @@ class Rendered:
     """What to show and what to hand the app, before any platform's framing.
 
     `data` values are strings because FCM data messages allow nothing else. `collapse_id` lets a newer push
-    replace an older one of the same conversation (APNs `apns-collapse-id`, FCM `collapse_key`, Web Push
-    `Topic`); it is a digest, so it says nothing about who talks to whom.
+    replace an older one of the same conversation (APNs `apns-collapse-id`, FCM `collapse_key` and the Android
+    notification `tag`, Web Push `Topic`); it is a digest, so it says nothing about who talks to whom.
+    `wake` asks an alert to also wake the app in the background (APNs `content-available`), as a generic alert
+    does: it shows fixed text, so the app has to fetch what happened itself.
     """
 
     style: Style
@@ -121,6 +123,7 @@ class Rendered:
     collapse_id: str | None = None
     mutable_content: bool = False
     degraded: bool = False
+    wake: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,10 @@ def fcm_message(rendered: Rendered, device: Registration, app: AppConfig) -> dic
     """The v1 `message` (without `token`): notification for alerts, data-only otherwise; APNs overrides for iOS.
 
     Encrypted payloads go data-only to Android so the app itself decrypts and shows them; iOS needs an alert
-    with `mutable-content` for its extension to do the same.
+    with `mutable-content` for its extension to do the same. An alert is shown in the app's
+    `android_channel_id` when it has one, and its collapse id is also the notification's `tag`, so a newer alert
+    of a conversation replaces the older one on Android as on iOS (`collapse_key` only collapses pushes FCM still
+    holds).
     """
     message: dict[str, Any] = {"data": rendered.data}
     android: dict[str, Any] = {"priority": "high" if app.urgency == "high" else "normal", "ttl": f"{app.ttl_seconds}s"}
@@ -124,7 +127,12 @@ def fcm_message(rendered: Rendered, device: Registration, app: AppConfig) -> dic
         android["collapse_key"] = rendered.collapse_id
     message["android"] = android
     if rendered.style == "alert":
-        message["notification"] = {"title": rendered.title, "body": rendered.body}
+        message["notification"] = {
+            name: text for name, text in (("title", rendered.title), ("body", rendered.body)) if text
+        }
+        shown = (("channel_id", app.android_channel_id), ("tag", rendered.collapse_id))
+        if any(value for _, value in shown):
+            android["notification"] = {name: value for name, value in shown if value}
     if device.platform == Platform.IOS:
         aps = aps_payload(rendered)["aps"]
         message["apns"] = {"headers": delivery_headers(rendered, app.urgency), "payload": {"aps": aps}}

@@ -45,13 +45,16 @@ _quiet = RateLimitedLog(logging.getLogger(__name__))
 
 
 def webpush_body(rendered: Rendered) -> bytes:
-    """The JSON a service worker or UnifiedPush connector receives."""
-    body: dict[str, Any] = {"data": rendered.data}
+    """The JSON a service worker or UnifiedPush connector receives: `{"notification": {"title", "body", "tag"},
+    "data": {…}}`, the shape 0xchat's Android app reads from UnifiedPush (and Declarative Web Push's
+    `notification` member); a silent push carries `data` only."""
+    body: dict[str, Any] = {}
     if rendered.style != "silent":
-        body["title"] = rendered.title
-        body["body"] = rendered.body
-    if rendered.collapse_id:
-        body["tag"] = rendered.collapse_id
+        notification: dict[str, Any] = {"title": rendered.title or "Nostr", "body": rendered.body or ""}
+        if rendered.collapse_id:
+            notification["tag"] = rendered.collapse_id
+        body["notification"] = notification
+    body["data"] = rendered.data
     return orjson.dumps(body)
 
 
