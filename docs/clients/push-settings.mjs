@@ -32,7 +32,8 @@ const event = finalizeEvent(
 )
 const relay = await Relay.connect(relayUrl)
 try {
-  console.log(JSON.stringify({ id: event.id, ok: await relay.publish(event) }))
+  const message = await relay.publish(event) // resolves on the relay's OK true, rejects on OK false
+  console.log(JSON.stringify({ id: event.id, accepted: true, message }))
 } finally {
   relay.close()
 }

@@ -6,21 +6,17 @@ accept it unchanged, and say why when it refuses.
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from pushstr.nostr.keys import Keys
 from pushstr.registry.model import Platform
+from tests.guides import run_guide
 from tests.harness import RunningServer, make_settings
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-SCRIPT = REPOSITORY / "docs" / "clients" / "http-nip98-register.mjs"
+SCRIPT = "http-nip98-register.mjs"
 APNS_TOKEN = "5e" * 32
 
 
@@ -32,26 +28,9 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     await running.stop()
 
 
-async def _run(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    """The script's exit code and the JSON it printed."""
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        str(SCRIPT),
-        *args,
-        cwd=REPOSITORY,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    assert stdout, stderr.decode()
-    return process.returncode, orjson.loads(stdout)
-
-
 async def test_the_guide_script_registers_a_device(server: RunningServer) -> None:
     user = Keys.generate()
-    code, answer = await _run(server.base_url, user.secret_hex, APNS_TOKEN, "APNs")
+    code, answer = await run_guide(SCRIPT, server.base_url, user.secret_hex, APNS_TOKEN, "APNs")
     assert code == 0, answer
     assert answer["ok"] is True
     assert answer["registration"]["platform"] == "ios"
@@ -67,7 +46,7 @@ async def test_the_guide_script_reads_the_environment(server: RunningServer) -> 
         "DEVICE_TOKEN": "fcm-token:APA91b_x",
         "PLATFORM": "fcm",
     }
-    code, answer = await _run(env=env)
+    code, answer = await run_guide(SCRIPT, env=env)
     assert code == 0, answer
     (device,) = server.service.registry.registrations_of(user.public_hex)
     assert (device.platform, device.device_token) == (Platform.ANDROID, "fcm-token:APA91b_x")
@@ -75,7 +54,7 @@ async def test_the_guide_script_reads_the_environment(server: RunningServer) -> 
 
 async def test_the_guide_script_shows_the_refusal(server: RunningServer) -> None:
     user = Keys.generate()
-    code, answer = await _run(server.base_url, user.secret_hex, "not-hex", "ios")
+    code, answer = await run_guide(SCRIPT, server.base_url, user.secret_hex, "not-hex", "ios")
     assert code == 1
     assert answer == {
         "error": "bad_request",

@@ -6,22 +6,19 @@ open it, file it under the trade pubkey and say which derivation it used.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 from prometheus_client import REGISTRY
 
 from pushstr.nostr.keys import Keys
 from pushstr.registry.model import Platform
+from tests.guides import run_guide
 from tests.harness import RunningServer, make_settings
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-SCRIPT = REPOSITORY / "docs" / "clients" / "mostro-register.mjs"
+SCRIPT = "mostro-register.mjs"
 FCM_TOKEN = "dGVzdC1mY20tdG9rZW4:APA91bH-mostro-client-guide_0123456789"
 
 
@@ -33,23 +30,6 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     await running.stop()
 
 
-async def _run(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    """The script's exit code and the JSON it printed."""
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        str(SCRIPT),
-        *args,
-        cwd=REPOSITORY,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    assert stdout, stderr.decode()
-    return process.returncode, orjson.loads(stdout)
-
-
 def _opened_the_app_way() -> float:
     return REGISTRY.get_sample_value("pushstr_mostro_token_derivations_total", {"derivation": "ecdh-x"}) or 0.0
 
@@ -57,7 +37,7 @@ def _opened_the_app_way() -> float:
 async def test_the_guide_script_registers_an_encrypted_token(server: RunningServer) -> None:
     before = _opened_the_app_way()
     trade = os.urandom(32).hex()
-    code, answer = await _run(server.base_url, trade, FCM_TOKEN, "ios")
+    code, answer = await run_guide(SCRIPT, server.base_url, trade, FCM_TOKEN, "ios")
     assert code == 0, answer
     assert answer == {"success": True, "message": "Token registered successfully", "platform": "ios"}
     (device,) = server.service.registry.devices_for(trade)
@@ -68,9 +48,9 @@ async def test_the_guide_script_registers_an_encrypted_token(server: RunningServ
 async def test_the_guide_script_reads_the_environment_and_shows_a_refusal(server: RunningServer) -> None:
     trade = os.urandom(32).hex()
     env = {"PUSHSTR_URL": server.base_url, "TRADE_PUBKEY": trade, "DEVICE_TOKEN": FCM_TOKEN}
-    code, answer = await _run(env=env)
+    code, answer = await run_guide(SCRIPT, env=env)
     assert (code, answer["platform"]) == (0, "android")
-    code, answer = await _run(env=env | {"TRADE_PUBKEY": "not-a-pubkey"})
+    code, answer = await run_guide(SCRIPT, env=env | {"TRADE_PUBKEY": "not-a-pubkey"})
     assert code == 1
     assert (
         answer["success"] is False and answer["message"] == "Invalid trade_pubkey format (expected 64 hex characters)"

@@ -10,7 +10,6 @@ and to a UnifiedPush endpoint over HTTP/1.1.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.e2e.clients import dm, publish
 from tests.fakes import APNS_TOPIC, ApnsKey, apns_app
 from tests.fakes.apns import FakeAPNs
 from tests.fakes.http1 import Http1Endpoint
+from tests.guides import run_guide
 from tests.harness import RunningServer, make_settings, wait_until
 
 SERVER = Keys.generate()
@@ -36,8 +36,6 @@ SERVER_PK = nostr_sdk.PublicKey.parse(SERVER.public_hex)
 OXCHAT_KINDS = [4, 44, 1059, 42, 9735, 9, 10, 1, 6, 7]
 APNS_TOKEN = "7e" * 32
 GROUP = "pizza-lovers"
-REPOSITORY = Path(__file__).resolve().parents[2]
-GUIDE = REPOSITORY / "docs" / "clients"
 
 
 def oxchat_event(user: Any, message: dict[str, Any], at: int | None = None) -> Any:
@@ -200,21 +198,10 @@ async def test_the_client_guide_snippet_registers_a_device(tmp_path: Path, local
     user = Keys.generate()
     try:
         await wait_until(lambda: any(status.eose for status in server.service.pool.status()), 10)
-        process = await asyncio.create_subprocess_exec(
-            "node",
-            str(GUIDE / "push-settings.mjs"),
-            relay.url,
-            SERVER.public_hex,
-            user.secret_hex,
-            APNS_TOKEN,
-            "[4, 1059]",
-            cwd=REPOSITORY,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        code, answer = await run_guide(
+            "push-settings.mjs", relay.url, SERVER.public_hex, user.secret_hex, APNS_TOKEN, "[4, 1059]"
         )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-        assert process.returncode == 0, stderr.decode()
-        assert orjson.loads(stdout)["id"]
+        assert code == 0 and answer["accepted"], answer
         await wait_until(lambda: bool(server.service.registry.devices_for(user.public_hex)), 10)
         (device,) = server.service.registry.devices_for(user.public_hex)
         assert (device.platform, device.device_token, device.kinds) == (Platform.IOS, APNS_TOKEN, frozenset({4, 1059}))
