@@ -18,7 +18,8 @@ from tests.conftest import free_port
 
 
 def make_settings(data_dir: Path, relays: list[str], secret_key: str, **sections: Any) -> Settings:
-    """Settings for a test instance: local relays only, fast reconnects, a log file in `data_dir`."""
+    """Settings for a test instance: local relays only, fast reconnects, a log file in `data_dir` that names
+    recipients and events (tests compare them)."""
     base: dict[str, Any] = {
         "server": {"data_dir": str(data_dir), "port": free_port()},
         "nostr": {
@@ -28,7 +29,7 @@ def make_settings(data_dir: Path, relays: list[str], secret_key: str, **sections
             "reconnect_max_seconds": 1.0,
             "connect_timeout_seconds": 2.0,
         },
-        "transports": {"log": {"path": str(data_dir / "push.log")}},
+        "transports": {"log": {"path": str(data_dir / "push.log"), "identities": True}},
     }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from pushstr.cli import QUIET_LOGGERS, main
 from tests.conftest import free_port
 
 PUSHSTR = [sys.executable, "-m", "pushstr.cli"]
@@ -88,3 +90,17 @@ def test_missing_credential_stops_serve_with_exit_2_and_no_traceback(tmp_path: P
     assert result.returncode == 2
     assert "invalid configuration: apps.default.key_file: required for apns" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_loggers_that_print_sql_parameters_stay_at_info() -> None:
+    """At DEBUG, aiosqlite and SQLAlchemy print statement parameters: device tokens and Web Push keys."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        assert main(["keygen"]) == 0
+        assert all(logging.getLogger(name).level == logging.INFO for name in QUIET_LOGGERS)
+        assert not logging.getLogger("aiosqlite").isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(level)
+    assert "aiosqlite" in QUIET_LOGGERS

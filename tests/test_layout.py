@@ -17,7 +17,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "pushstr"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("nostr", "net", "logutil", "metrics", "ratelimit"),
+    ("nostr", "net", "logutil", "metrics", "ratelimit", "private_files"),
     ("registry",),
     ("config", "identity", "config_reference"),
     ("store",),

@@ -29,6 +29,7 @@ from pushstr.engine.profiles import MemoryProfileCache, ProfileWatch
 from pushstr.identity import load_server_keys
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.kinds import Kind
+from pushstr.private_files import private_dir
 from pushstr.registry.service import Registry
 from pushstr.registry.storage import Store
 from pushstr.relays.planner import Interest
@@ -109,7 +110,7 @@ class Service:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self.settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.settings.server.data_dir)
             await self.store.open()
             await self.registry.load()
             for dialect in self.dialects:

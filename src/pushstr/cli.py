@@ -101,8 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+QUIET_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "asyncpg")
+"""Third-party loggers kept at INFO whatever the root level, since their DEBUG lines carry stored identities."""
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in QUIET_LOGGERS:  # at DEBUG these print SQL parameters: device tokens, Web Push keys
+        logging.getLogger(chatty).setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)

@@ -119,6 +119,9 @@ class StoreConfig(_Section):
 
 class LogTransportConfig(_Section):
     path: str = Field("-", description="where the log transport writes (`-` = stdout)")
+    identities: bool = Field(
+        False, description="write recipient pubkeys and event ids as they are; off: as short digests"
+    )
 
 
 class TransportsConfig(_Section):

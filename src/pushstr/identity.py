@@ -13,6 +13,7 @@ from pushstr.config import ConfigError, Settings
 from pushstr.nostr import nip19
 from pushstr.nostr.errors import NostrError
 from pushstr.nostr.keys import Keys
+from pushstr.private_files import private_dir
 
 KEY_FILE_NAME = "server.key"
 
@@ -29,7 +30,7 @@ def parse_secret(value: str, where: str) -> Keys:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(text + "\n")

@@ -287,6 +287,9 @@ async def test_oversized_body_is_413(api: Api) -> None:
         (orjson.dumps(_register_body(platform="webpush", device_token="https://push.example/x")), "p256dh"),
         (orjson.dumps(_register_body(kinds=[70000])), "kinds"),
         (orjson.dumps(_register_body(mode="encrypted")), "device_pubkey"),
+        (orjson.dumps(_register_body(mode="encrypted", device_pubkey="00" * 32)), "not on the curve"),
+        (orjson.dumps(_register_body(device_pubkey="AB" * 32)), "device_pubkey"),
+        (orjson.dumps(_register_body(device_token="ab" * 31 + "\u0000\u0007")), "device_token"),
     ],
 )
 async def test_bad_bodies_are_400_with_a_reason(api: Api, raw: bytes, reason: str) -> None:

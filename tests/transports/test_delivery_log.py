@@ -12,6 +12,7 @@ from pushstr.delivery.batch import Timing
 from pushstr.delivery.dispatcher import Dispatcher, Lane
 from pushstr.delivery.render import Renderer
 from pushstr.delivery.stage import Delivery, build_delivery
+from pushstr.logutil import ident
 from pushstr.nostr.keys import Keys
 from pushstr.registry.model import Platform, Registration
 from pushstr.transports.base import Encoded, Notification, Rendered, SendResult
@@ -33,7 +34,7 @@ async def _no_dead(_device: Registration, _stamp: float | None) -> None:
 
 async def test_log_delivery_writes_one_line_per_push_and_drains_on_close(tmp_path: Path) -> None:
     out = tmp_path / "push.log"
-    settings = Settings(transports=TransportsConfig(log=LogTransportConfig(path=str(out))))
+    settings = Settings(transports=TransportsConfig(log=LogTransportConfig(path=str(out), identities=True)))
     delivery = build_delivery(settings, Keys.generate(), _no_dead)
     assert delivery.transport_names == ["log"]
     assert delivery.vapid_public_key is None
@@ -45,6 +46,19 @@ async def test_log_delivery_writes_one_line_per_push_and_drains_on_close(tmp_pat
     assert sorted(line["event_id"] for line in lines) == sorted(f"{n:064x}" for n in range(20))
     assert all(line["device"] == _device().token_id for line in lines)
     assert "tok-1" not in out.read_text()
+
+
+async def test_by_default_the_log_names_no_recipient_and_no_event(tmp_path: Path) -> None:
+    out = tmp_path / "push.log"
+    settings = Settings(transports=TransportsConfig(log=LogTransportConfig(path=str(out))))
+    delivery = build_delivery(settings, Keys.generate(), _no_dead)
+    await delivery.start()
+    note = _note("ab" * 32)
+    assert delivery.submit(note, _device())
+    await delivery.close(timeout=5.0)
+    (line,) = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert line["event_id"] == ident(note.event_id, 16) and line["recipient"] == ident(note.recipient, 16)
+    assert note.event_id not in out.read_text() and note.recipient not in out.read_text()
 
 
 async def test_unknown_app_is_refused(tmp_path: Path) -> None:

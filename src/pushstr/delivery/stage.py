@@ -175,7 +175,7 @@ def build_delivery(
     `profiles` supplies display names for alert titles (the engine fills it from kind-0 events); `store` keeps
     the outbox (without one, pending pushes live in memory only).
     """
-    log = LogTransport(settings.transports.log.path)
+    log = LogTransport(settings.transports.log.path, identities=settings.transports.log.identities)
     transports = {app_id: build_transport(app_id, app, settings, log) for app_id, app in settings.apps.items()}
     encrypt = nip44_encrypter(keys)
     hook: OnDead = on_dead

@@ -22,9 +22,9 @@ from pushstr.dialects.base import Dialect, DialectContext
 from pushstr.dialects.routes import ApiError, parse_body
 from pushstr.net.urlguard import Resolver, resolve_host
 from pushstr.nostr import nip19, nip98
-from pushstr.nostr.errors import AuthError, NostrError
+from pushstr.nostr.errors import AuthError, InvalidKey, NostrError
 from pushstr.nostr.event import Event
-from pushstr.nostr.keys import is_hex
+from pushstr.nostr.keys import public_key_bytes
 from pushstr.nostr.nip98 import ReplayCache
 from pushstr.registry.model import Mode, Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
@@ -95,8 +95,11 @@ def _validate_transport_fields(body: RegisterBody, platform: Platform) -> None:
         raise ApiError(400, "webpush registrations need p256dh and auth keys")
     if (body.p256dh is None) != (body.auth is None):
         raise ApiError(400, "p256dh and auth go together")
-    if body.device_pubkey is not None and not is_hex(body.device_pubkey, 64):
-        raise ApiError(400, "device_pubkey must be 64 lowercase hex characters")
+    if body.device_pubkey is not None:
+        try:
+            public_key_bytes(body.device_pubkey)  # pushes are encrypted to it: it must be a real key
+        except InvalidKey as exc:
+            raise ApiError(400, f"device_pubkey: {exc.reason}") from None
     if body.mode is Mode.ENCRYPTED and body.device_pubkey is None:
         raise ApiError(400, "mode 'encrypted' needs device_pubkey")
 

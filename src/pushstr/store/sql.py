@@ -30,6 +30,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_
 
 from pushstr.logutil import RateLimitedLog, ident
+from pushstr.private_files import private_dir, private_file
 from pushstr.registry.model import Registration
 from pushstr.registry.storage import DeliveryStatus, OutboxRow, OutboxWrite
 from pushstr.store.errors import StoreError, UnsupportedStoreURL
@@ -110,6 +111,18 @@ def _outbox_values(row: OutboxRow) -> dict[str, object]:
     return {name: getattr(row, name) for name in OutboxRow.__slots__}
 
 
+def _private_sqlite(database: Path) -> None:
+    """The SQLite file and its WAL companions 0600, the database created 0600 before SQLite opens it (SQLite
+    gives the `-wal` and `-shm` files it creates the mode of the database file). A missing directory is created
+    0700; an existing one is the operator's (pushstr narrows its own data directory at start)."""
+    if not database.parent.exists():
+        private_dir(database.parent)
+    private_file(database)
+    for companion in (database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+        if companion.exists():
+            private_file(companion)
+
+
 class SqlStore:
     """`Store` on a SQLAlchemy URL: `sqlite+aiosqlite:///…` or `postgresql+asyncpg://…`."""
 
@@ -181,7 +194,7 @@ class SqlStore:
     async def open(self) -> None:
         try:
             if self.backend == "sqlite" and self._url.database not in (None, "", ":memory:"):
-                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite(Path(self._url.database))
             version = await migrate(self._writer)
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(f"cannot open store {self.safe_url}: {exc}") from exc

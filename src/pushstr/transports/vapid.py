@@ -18,6 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pushstr.private_files import private_dir
 from pushstr.transports import metrics
 
 KEY_FILE_NAME = "vapid_private_key.pem"
@@ -35,7 +36,7 @@ def load_or_create_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
     """The VAPID private key from `data_dir`, generated (and written with mode 0600) when absent."""
     path = data_dir / KEY_FILE_NAME
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         key = ec.generate_private_key(ec.SECP256R1())
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
