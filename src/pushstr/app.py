@@ -81,6 +81,7 @@ class Service:
             add_relay=self.pool.add_relay,
             remove_relay=self.pool.remove_relay,
             set_relay_filters=self.pool.set_relay_filters,
+            use_token=self.store.use_token,
         )
         self.dialects: list[Dialect] = [dialect for build in DIALECTS if (dialect := build(context)) is not None]
         for dialect in self.dialects:
@@ -165,7 +166,9 @@ class Service:
         self.presence.expire()
 
     async def _prune(self) -> None:
-        await self.store.forget_pushed(int(time.time()) - self.settings.nostr.max_event_age_seconds)
+        now = int(time.time())
+        await self.store.forget_pushed(now - self.settings.nostr.max_event_age_seconds)
+        await self.store.forget_tokens(now)
 
     @staticmethod
     async def _every(interval: float, job: Callable[[], Awaitable[object]]) -> None:

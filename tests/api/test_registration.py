@@ -266,6 +266,39 @@ async def test_replayed_authorization_is_refused(api: Api) -> None:
     assert api.stored() == []
 
 
+async def test_a_replay_after_a_restart_is_refused(tmp_path: Path) -> None:
+    """The used ids are in the store: a captured token replayed after a restart, inside its window, is refused and
+    cannot bring back a device its owner removed."""
+    body = orjson.dumps(_register_body())
+    header = build_authorization(USER, "POST", BASE + "/register", body)
+    async for api in _open(tmp_path):
+        assert (await api.call("POST", "/register", raw=body, header=header)).status_code == 201
+        await api.service.registry.remove(USER.public_hex, TOKEN)
+    async for restarted in _open(tmp_path):
+        replay = await restarted.call("POST", "/register", raw=body, header=header)
+        assert replay.status_code == 401 and "replay" in replay.json()["reason"]
+        assert restarted.stored() == []
+
+
+@pytest.mark.parametrize(
+    ("tags", "reason"),
+    [
+        (
+            [["u", BASE + "/register"], ["u", "https://elsewhere.example/register"], ["method", "POST"]],
+            "more than one u",
+        ),
+        ([["u", BASE + "/register"], ["method", "post"]], "method tag does not match"),
+        ([["u", BASE + "/register"], ["method", "POST"], ["method", "GET"]], "more than one method"),
+    ],
+)
+async def test_u_and_method_tags_are_exact(api: Api, tags: list[list[str]], reason: str) -> None:
+    body = orjson.dumps(_register_body())
+    event = sign_event(USER, 27235, "", [*tags, ["payload", hashlib.sha256(body).hexdigest()]])
+    header = "Nostr " + base64.b64encode(event.to_json()).decode()
+    response = await api.call("POST", "/register", raw=body, header=header)
+    assert response.status_code == 401 and reason in response.json()["reason"], response.text
+
+
 async def test_oversized_body_is_413(api: Api) -> None:
     huge = _register_body(device_token="x" * (api.service.settings.server.max_body_bytes + 10))
     response = await api.call("POST", "/register", huge)

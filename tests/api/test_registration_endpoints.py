@@ -85,6 +85,7 @@ async def dialect(tmp_path: Path) -> AsyncIterator[Client]:
         window_seconds=60,
         public_url="HTTPS://Push.Gateway.Example:443/",
         endpoint_hosts={"web": ["127.0.0.1", "intranet.example"]},
+        use_token=service.store.use_token,
         resolve=table_resolve,
     )
     app = FastAPI()

@@ -9,7 +9,7 @@ line in `app.DIALECTS`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -68,3 +68,5 @@ class DialectContext:
     remove_relay: Callable[[str], None]
     set_relay_filters: Callable[[str, Sequence[Mapping[str, Any]]], None]
     """Filters asked of one relay only, beside the shared plan (`RelayPool.set_relay_filters`)."""
+    use_token: Callable[[str, int], Awaitable[bool]]
+    """Record a NIP-98 authorization id as used until a time; False for a replay (`Store.use_token`)."""

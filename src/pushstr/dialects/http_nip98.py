@@ -9,7 +9,7 @@ a token that cannot work is a 400 at registration instead of a push that fails u
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -118,13 +118,16 @@ class HttpNip98(Dialect):
         window_seconds: int,
         public_url: str | None,
         endpoint_hosts: Mapping[str, Collection[str]],
+        use_token: Callable[[str, int], Awaitable[bool]],
         clock: Callable[[], float] = time.time,
         resolve: Resolver = resolve_host,
     ) -> None:
         """`app_for(platform, app)` is the configured app a registration belongs to, None when `app` is unknown;
         `public_url` is the base URL clients sign when pushstr runs behind a proxy; `endpoint_hosts` maps an app
         to the endpoint hosts exempt from the URL guard's address check (a Web Push app's `allowed_hosts`);
-        `resolve` is the URL guard's DNS lookup (tests answer it without DNS)."""
+        `use_token(id, expires_at)` records an authorization as used in the store (False: it was used before,
+        perhaps before a restart or through another instance); `resolve` is the URL guard's DNS lookup (tests
+        answer it without DNS)."""
         self._registry = registry
         self._app_for = app_for
         self._endpoint_hosts = endpoint_hosts
@@ -134,6 +137,7 @@ class HttpNip98(Dialect):
         self._public_url = public_url
         self._clock = clock
         self._replays = ReplayCache(window=window_seconds)
+        self._use_token = use_token
 
     def router(self) -> APIRouter:
         """Routes `/register`, `/unregister` and `/registrations`."""
@@ -149,8 +153,10 @@ class HttpNip98(Dialect):
             return str(request.url)
 
         async def authenticate(request: Request, body: bytes) -> Event:
+            """The verified authorization, used up: the memory cache refuses a replay at once, the store after a
+            restart (and across instances), before the request can change anything."""
             try:
-                return nip98.verify_authorization(
+                auth = nip98.verify_authorization(
                     request.headers.get("authorization"),
                     request.method,
                     request_url(request),
@@ -162,6 +168,10 @@ class HttpNip98(Dialect):
             except AuthError as exc:
                 AUTH_FAILURES.inc()
                 raise ApiError(401, exc.reason) from None
+            if not await self._use_token(auth.id, auth.created_at + self._window):
+                AUTH_FAILURES.inc()
+                raise ApiError(401, nip98.REPLAYED)
+            return auth
 
         @router.post("/register", status_code=201, summary="Register a device for a pubkey (NIP-98 signed by it)")
         async def register(request: Request) -> JSONResponse:
@@ -253,4 +263,5 @@ def build(context: DialectContext) -> HttpNip98:
             for app_id, app in settings.apps.items()
             if isinstance(app, WebPushAppConfig)
         },
+        use_token=context.use_token,
     )

@@ -94,6 +94,9 @@ def _parse_header(header: str | None) -> Event:
         raise AuthError(f"Authorization event is malformed: {exc.reason}") from exc
 
 
+REPLAYED = "token replayed: an authorization event is good for one request; sign a new one"
+
+
 def verify_authorization(
     header: str | None,
     method: str,
@@ -120,7 +123,7 @@ def verify_authorization(
     _check_method(event, method)
     _check_payload(event, body, require_payload)
     if seen is not None and seen(event.id, event.created_at):
-        raise AuthError("token replayed: an authorization event is good for one request; sign a new one")
+        raise AuthError(REPLAYED)
     return event
 
 
@@ -142,9 +145,17 @@ def _check_time(event: Event, now: float, window: int) -> None:
         raise AuthError(f"token too far in the future: created_at is {math.ceil(skew)} s ahead; {accepted}")
 
 
+def _only_tag(event: Event, name: str) -> str | None:
+    """The value of the event's one `name` tag; a second one is refused, since another reader may take it."""
+    values = event.tag_values(name)
+    if len(values) > 1:
+        raise AuthError(f"more than one {name} tag: an authorization names one {name}")
+    return values[0] if values else None
+
+
 def _check_url(event: Event, url: str) -> None:
     expected = normalize_url(url)
-    signed = event.first_tag_value("u")
+    signed = _only_tag(event, "u")
     if signed is None:
         raise AuthError(f"missing u tag: sign the absolute request URL, expected {expected}")
     if normalize_url(signed) != expected:
@@ -153,10 +164,10 @@ def _check_url(event: Event, url: str) -> None:
 
 def _check_method(event: Event, method: str) -> None:
     expected = method.upper()
-    signed = event.first_tag_value("method")
+    signed = _only_tag(event, "method")
     if signed is None:
         raise AuthError(f"missing method tag: expected {expected}")
-    if signed.upper() != expected:
+    if signed != expected:  # NIP-98 writes the method as HTTP does, in capitals
         raise AuthError(f"method tag does not match the request: expected {expected}")
 
 

@@ -116,3 +116,10 @@ class Store(Protocol):
 
     async def forget_pushed(self, before: int) -> int:
         """Drop ids recorded with `seen_at < before`; how many were dropped."""
+
+    async def use_token(self, event_id: str, expires_at: int) -> bool:
+        """Record a NIP-98 authorization id as used until `expires_at`; False when it was used already (a replay,
+        also one made through another instance or before a restart)."""
+
+    async def forget_tokens(self, before: int) -> int:
+        """Drop used authorization ids that expired before `before`; how many were dropped."""

@@ -149,6 +149,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE registrations ADD COLUMN last_outcome TEXT",
         ),
     ),
+    Migration(
+        4,
+        "NIP-98 authorization ids already used, kept until their window has passed",
+        (
+            "CREATE TABLE used_tokens (event_id TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
+            "CREATE INDEX used_tokens_expires_at ON used_tokens (expires_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -59,6 +59,14 @@ outbox = Table(
     PrimaryKeyConstraint("event_id", "pubkey", "device_token"),
 )
 
+used_tokens = Table(
+    "used_tokens",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    # Unix seconds after which the token fails the NIP-98 time check anyway, so the row can go.
+    Column("expires_at", BigInteger, nullable=False),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

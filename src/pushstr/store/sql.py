@@ -36,7 +36,7 @@ from pushstr.registry.storage import DeliveryStatus, OutboxRow, OutboxWrite
 from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.migrations import migrate
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
-from pushstr.store.schema import outbox, pushed_events, registrations
+from pushstr.store.schema import outbox, pushed_events, registrations, used_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class SqlStore:
             upsert: sqlite.Insert | postgresql.Insert = sqlite.insert(registrations)
             insert_pushed: sqlite.Insert | postgresql.Insert = sqlite.insert(pushed_events).on_conflict_do_nothing()
             insert_outbox: sqlite.Insert | postgresql.Insert = sqlite.insert(outbox).on_conflict_do_nothing()
+            insert_token: sqlite.Insert | postgresql.Insert = sqlite.insert(used_tokens).on_conflict_do_nothing()
         else:
             engine = create_async_engine(
                 self._url,
@@ -145,6 +146,7 @@ class SqlStore:
             upsert = postgresql.insert(registrations)
             insert_pushed = postgresql.insert(pushed_events).on_conflict_do_nothing()
             insert_outbox = postgresql.insert(outbox).on_conflict_do_nothing()
+            insert_token = postgresql.insert(used_tokens).on_conflict_do_nothing()
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
         self._closed = False
@@ -160,6 +162,7 @@ class SqlStore:
         )
         self._insert_pushed = insert_pushed
         self._insert_outbox = insert_outbox
+        self._insert_token = insert_token
         key = (
             (outbox.c.event_id == bindparam("k_event"))
             & (outbox.c.pubkey == bindparam("k_pubkey"))
@@ -329,6 +332,17 @@ class SqlStore:
 
     async def forget_pushed(self, before: int) -> int:
         statement = delete(pushed_events).where(pushed_events.c.seen_at < before)
+        async with self._writer.begin() as conn:
+            result = await conn.execute(statement)
+        return int(result.rowcount)
+
+    async def use_token(self, event_id: str, expires_at: int) -> bool:
+        async with self._writer.begin() as conn:
+            result = await conn.execute(self._insert_token, {"event_id": event_id, "expires_at": expires_at})
+        return int(result.rowcount) == 1
+
+    async def forget_tokens(self, before: int) -> int:
+        statement = delete(used_tokens).where(used_tokens.c.expires_at < before)
         async with self._writer.begin() as conn:
             result = await conn.execute(statement)
         return int(result.rowcount)
