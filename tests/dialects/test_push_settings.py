@@ -96,6 +96,10 @@ async def test_push_settings_end_to_end(tmp_path: Path, local_relay: Any) -> Non
         await publish(relay.url, settings_event(BOB, message, at=now))
         await wait_until(lambda: registered() == [DEVICE], 10)
         await wait_until(lambda: group_relay.url in service.pool.urls, 5)
+        # `/info` names the operator's relays only: which relays users listed is theirs to know.
+        info = await _info(server)
+        assert info["relays"] == [relay.url] and info["other_relays"] == 1
+        assert group_relay.url not in str(info)
 
         # Online (a NIP-44 heartbeat): a DM is held back, and not pushed later either.
         held = metric("pushstr_policy_held_back_total", reason="online")

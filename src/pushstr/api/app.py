@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
@@ -19,6 +20,7 @@ from pushstr.relays.endpoint import RelayEndpoint
 
 
 def _info(service: Service) -> dict[str, Any]:
+    configured = set(service.settings.nostr.relays)
     return {
         "name": "pushstr",
         "version": __version__,
@@ -29,8 +31,16 @@ def _info(service: Service) -> dict[str, Any]:
         "transports": service.delivery.transport_names,
         "apps": sorted(service.settings.apps),
         "vapid_public_key": service.delivery.vapid_public_key,
-        "relays": [status.url for status in service.pool.status()],
+        # The operator's relays only, without credentials a URL may carry; relays users named stay private.
+        "relays": [shown_relay_url(url) for url in service.settings.nostr.relays],
+        "other_relays": sum(status.url not in configured for status in service.pool.status()),
     }
+
+
+def shown_relay_url(url: str) -> str:
+    """A relay URL without its user info, query and fragment (a token in a query string is a secret)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _nip11(service: Service) -> dict[str, Any]:
