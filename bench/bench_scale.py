@@ -47,7 +47,7 @@ from pushstr.config import NostrConfig
 from pushstr.engine.match import match_event
 from pushstr.nostr.event import Event
 from pushstr.registry.service import Registry
-from pushstr.relays.planner import Interest, Planner
+from pushstr.relays.planner import Interest, Planner, asks_giftwrap
 from pushstr.store import open_store
 from pushstr.store.migrations import MIGRATIONS
 from pushstr.store.rows import REGISTRATION_COLUMNS
@@ -370,7 +370,14 @@ def _events(rng: random.Random, count: int, registered: list[str], groups: list[
     def someone() -> str:
         return rng.choice(registered) if rng.random() < 0.3 else rng.choice(strangers)
 
-    mix = (("wrap_registered", 35), ("wrap_stranger", 15), ("note", 30), ("reaction", 8), ("dm", 5), ("zap", 5))
+    mix: tuple[tuple[str, int], ...] = (
+        ("wrap_registered", 35),
+        ("wrap_stranger", 15),
+        ("note", 30),
+        ("reaction", 8),
+        ("dm", 5),
+        ("zap", 5),
+    )
     mix += (("channel", 2),)
     events = []
     for index, shape in enumerate(_weighted(rng, mix, count)):
@@ -460,7 +467,8 @@ def match_cost(dataset: Dataset, count: int, repeats: int, seed: int) -> dict[st
 
 
 def planner_figures(dataset: Dataset) -> dict[str, Any]:
-    """The plan one relay gets for this registry, with the server's own extra filter (kind 22456 to the server)."""
+    """The plan one relay with strfry's default limits gets for this registry, with the server's own extra filter
+    (kind 22456 to the server): REQs, filters, connections and bytes on the wire."""
     registry, _ = asyncio.run(_load_registry(f"sqlite+aiosqlite:///{dataset.path}"))
     config = NostrConfig()
     server_pubkey = "f" * 64
@@ -475,9 +483,9 @@ def planner_figures(dataset: Dataset) -> dict[str, Any]:
     plan_s = time.perf_counter() - started
     now = int(time.time())
     sizes = []
+    windows = {True: now - config.giftwrap_since_window_seconds, False: now - config.since_window_seconds}
     for sub_id, sub in plan.subscriptions.items():
-        since = now - (config.giftwrap_since_window_seconds if sub.giftwrap else config.since_window_seconds)
-        filters = [f if "since" in f else {**f, "since": since} for f in sub.filters]
+        filters = [f if "since" in f else {**f, "since": windows[asks_giftwrap(f)]} for f in sub.filters]
         sizes.append(len(orjson.dumps(["REQ", sub_id, *filters])))
     values = sum(len(pubkeys) for pubkeys in interest.p.values())
     return {
@@ -487,7 +495,7 @@ def planner_figures(dataset: Dataset) -> dict[str, Any]:
         "group_ids": sum(len(ids) for ids in interest.e.values()),
         "reqs": plan.req_count,
         "filters": plan.filter_count,
-        "giftwrap_reqs": sum(sub.giftwrap for sub in plan.subscriptions.values()),
+        "connections": len(plan.lanes),
         "req_bytes_total": sum(sizes),
         "req_bytes_max": max(sizes, default=0),
         "req_bytes_median": int(statistics.median(sizes)) if sizes else 0,
@@ -596,8 +604,9 @@ def main(argv: list[str] | None = None) -> int:
             command,
         ),
         Row(
-            f"planner at {_size_label(planned)} registrations: REQs / filters per relay",
-            f"{planning['reqs']} REQs / {planning['filters']} filters ({planning['req_bytes_total'] / MIB:.1f} MiB)",
+            f"planner at {_size_label(planned)} registrations: REQs / filters / connections per relay",
+            f"{planning['reqs']} REQs / {planning['filters']} filters / {planning['connections']} connections "
+            f"({planning['req_bytes_total'] / MIB:.1f} MiB)",
             "-",
             None,
             "-",

@@ -71,7 +71,13 @@ class Service:
             alert_sender=self.profile_watch.want,
         )
         self.pipeline.add_kind_handler(Kind.METADATA, self.profile_watch.on_metadata)
-        self.pool = RelayPool(settings.nostr.relays, self.keys, self.pipeline.on_relay_event, settings.nostr)
+        self.pool = RelayPool(
+            settings.nostr.relays,
+            self.keys,
+            self.pipeline.on_relay_event,
+            settings.nostr,
+            update_interval=settings.nostr.relay_update_interval_seconds,
+        )
         context = DialectContext(
             settings,
             self.keys,

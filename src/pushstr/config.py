@@ -98,6 +98,9 @@ class NostrConfig(_Section):
     reconnect_max_seconds: float = Field(300.0, gt=0, description="longest relay reconnect delay")
     connect_timeout_seconds: float = Field(10.0, gt=0, description="relay connect timeout")
     dedupe_memory: int = Field(200_000, ge=1000, description="event ids remembered in memory")
+    relay_update_interval_seconds: float = Field(
+        1.0, gt=0, description="shortest time between two subscription updates sent to one relay"
+    )
 
     @field_validator("relays")
     @classmethod

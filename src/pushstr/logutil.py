@@ -5,11 +5,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 
 def ident(value: str, length: int = 12) -> str:
     """A short digest to stand for a pubkey, token or IP in logs: correlatable, not reversible."""
     return hashlib.sha256(value.encode()).hexdigest()[:length]
+
+
+def shown_url(url: str) -> str:
+    """A URL without its user info, query and fragment, fit for status output and metric labels (a token in a
+    query string is a secret)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 class RateLimitedLog:

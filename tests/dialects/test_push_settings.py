@@ -100,6 +100,10 @@ async def test_push_settings_end_to_end(tmp_path: Path, local_relay: Any) -> Non
         info = await _info(server)
         assert info["relays"] == [relay.url] and info["other_relays"] == 1
         assert group_relay.url not in str(info)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(server.base_url + "/metrics")).text
+        assert f'relay="{relay.url}"' in metrics and 'relay="user-' in metrics
+        assert group_relay.url not in metrics
 
         # Online (a NIP-44 heartbeat): a DM is held back, and not pushed later either.
         held = metric("pushstr_policy_held_back_total", reason="online")

@@ -14,7 +14,8 @@ from pushstr.config import NostrConfig
 from pushstr.nostr.event import sign_event
 from pushstr.nostr.keys import Keys
 from pushstr.relays.connection import RelayState
-from pushstr.relays.planner import Interest, Planner, diff_plans
+from pushstr.relays.limits import RelayLimits
+from pushstr.relays.planner import FIRST_LANE, Interest, Planner, diff_plans
 from pushstr.relays.pool import RelayPool
 from tests.conftest import RelayHandle, free_port
 from tests.relays.support import Sink, eventually, fast_config, publish, tagged_event
@@ -30,10 +31,15 @@ class PoolFactory:
         self.pools: list[RelayPool] = []
 
     async def __call__(
-        self, urls: list[str], interest: Interest, config: NostrConfig | None = None, planner: Planner | None = None
+        self,
+        urls: list[str],
+        interest: Interest,
+        config: NostrConfig | None = None,
+        planner: Planner | None = None,
+        limits: RelayLimits | None = None,
     ) -> tuple[RelayPool, Sink]:
         sink = Sink()
-        pool = RelayPool(urls, Keys.generate(), sink, config or fast_config(), planner=planner)
+        pool = RelayPool(urls, Keys.generate(), sink, config or fast_config(), planner=planner, limits=limits)
         self.pools.append(pool)
         pool.set_interest(interest)
         await pool.start()
@@ -49,11 +55,16 @@ async def make_pool() -> AsyncIterator[PoolFactory]:
 
 
 async def subscribed(pool: RelayPool) -> None:
-    """Every relay connected and has answered each subscription with EOSE."""
-    want = pool.plan.req_count
-    await eventually(
-        lambda: all(s.state is RelayState.CONNECTED and s.eose >= want for s in pool.status()), what="EOSE"
-    )
+    """Every relay planned, connected and has answered each subscription with EOSE."""
+
+    def done() -> bool:
+        for status in pool.status():
+            plan = pool.plan_for(status.url)
+            if plan is None or status.state is not RelayState.CONNECTED or status.eose < plan.req_count:
+                return False
+        return True
+
+    await eventually(done, what="EOSE")
 
 
 async def test_matching_events_arrive_with_the_relay_url(local_relay: StartRelay, make_pool: PoolFactory) -> None:
@@ -75,21 +86,27 @@ async def test_matching_events_arrive_with_the_relay_url(local_relay: StartRelay
     assert pool.connected_count == 2
 
 
+SMALL_FRAMES = RelayLimits(max_subscriptions=100, max_message_length=2048)
+"""About 25 pubkeys per REQ: a few dozen registrations already need several subscriptions."""
+
+
 async def test_a_live_registration_costs_one_req(local_relay: StartRelay, make_pool: PoolFactory) -> None:
     relay = await local_relay()
-    planner = Planner(chunk_size=4, filters_per_req=1)
-    registered = frozenset(os.urandom(32).hex() for _ in range(40))
-    pool, sink = await make_pool([relay.url], Interest(p={DM: registered}), planner=planner)
+    registered = frozenset(os.urandom(32).hex() for _ in range(80))
+    pool, sink = await make_pool([relay.url], Interest(p={DM: registered}), limits=SMALL_FRAMES)
     await subscribed(pool)
     initial = pool.status()[0].reqs_sent
-    assert initial == pool.plan.req_count > 1
+    plan = pool.plan_for(relay.url)
+    assert plan is not None
+    assert initial == plan.req_count > 1
 
-    # a newcomer whose chunk has room (an overfull chunk would split in two; see the planner tests)
-    reference = Planner(chunk_size=4, filters_per_req=1)
-    before = reference.plan(Interest(p={DM: registered}))
+    # a newcomer whose subscription has room (a full one would split in two; see the planner tests)
+    reference = Planner()
+    before = reference.plan(Interest(p={DM: registered}), SMALL_FRAMES).lanes[FIRST_LANE]
     while True:
         newcomer = Keys.generate()
-        diff = diff_plans(before, reference.plan(Interest(p={DM: registered | {newcomer.public_hex}})))
+        after = reference.plan(Interest(p={DM: registered | {newcomer.public_hex}}), SMALL_FRAMES)
+        diff = diff_plans(before, after.lanes[FIRST_LANE])
         if len(diff.send) == 1 and not diff.close:
             break
     pool.set_interest(Interest(p={DM: registered | {newcomer.public_hex}}))
@@ -110,19 +127,22 @@ async def test_bursts_of_changes_are_coalesced(local_relay: StartRelay, make_poo
         latest = Interest(p={DM: frozenset({"a" * 64, f"{index:064x}"})})
         pool.set_interest(latest)
         await asyncio.sleep(0)  # other work runs between the changes, as in the server
-    await eventually(lambda: pool.plan == Planner().plan(latest), what="the last interest")
+    await eventually(lambda: pool.plan_for(relay.url) == Planner().plan(latest), what="the last interest")
     await eventually(lambda: pool.status()[0].reqs_sent >= 2, what="an update")
-    assert pool.status()[0].reqs_sent <= 1 + 3  # 50 changes, applied at most every 100 ms
+    assert pool.status()[0].reqs_sent == 2  # 50 changes in less than the update interval: one update
 
 
 async def test_small_chunks_deliver_to_every_pubkey(local_relay: StartRelay, make_pool: PoolFactory) -> None:
     relay = await local_relay()
     users = [Keys.generate() for _ in range(12)]
-    planner = Planner(chunk_size=3, filters_per_req=2)
+    planner = Planner(chunk_size=3)
     interest = Interest(p={frozenset({4, 1059}): frozenset(u.public_hex for u in users)})
-    pool, sink = await make_pool([relay.url], interest, planner=planner)
+    pool, sink = await make_pool([relay.url], interest, planner=planner, limits=SMALL_FRAMES)
     await subscribed(pool)
-    assert pool.plan.filter_count >= 8  # 12 pubkeys x 2 kinds groups / 3 per filter
+    plan = pool.plan_for(relay.url)
+    assert plan is not None
+    assert plan.filter_count >= 8  # 12 pubkeys x 2 kinds groups / 3 per filter
+    assert plan.req_count >= 2
 
     author = Keys.generate()
     events = [tagged_event(author, 4 if i % 2 else 1059, [u.public_hex]) for i, u in enumerate(users)]

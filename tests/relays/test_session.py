@@ -22,6 +22,7 @@ from pushstr.relays.session import (
     Notice,
     Outgoing,
     Received,
+    Refused,
     RelaySession,
 )
 
@@ -29,8 +30,8 @@ T0 = 1_800_000_000
 URL = "wss://relay.example"
 ALICE = "a" * 64
 BOB = "b" * 64
-DMS = Subscription(({"kinds": [4], "#p": [ALICE]},), giftwrap=False)
-WRAPS = Subscription(({"kinds": [1059], "#p": [ALICE]},), giftwrap=True)
+DMS = Subscription(({"kinds": [4], "#p": [ALICE]},))
+WRAPS = Subscription(({"kinds": [1059], "#p": [ALICE]},))
 PLAN = Plan({"dm": DMS, "gw": WRAPS})
 CONFIG = NostrConfig(
     relays=[],
@@ -93,8 +94,15 @@ def test_start_sends_one_req_per_subscription_with_its_window() -> None:
 
 
 def test_a_filter_with_its_own_since_keeps_it() -> None:
-    fixed = Subscription(({"kinds": [1], "since": 5}, {"kinds": [7]}), giftwrap=False)
+    fixed = Subscription(({"kinds": [1], "since": 5}, {"kinds": [7]}))
     assert since_by_sub(sent(new_session(Plan({"x0": fixed})).start())) == {"x0": [5, T0 - 600]}
+
+
+def test_each_filter_of_a_shared_req_gets_its_own_window() -> None:
+    """Regular kinds and gift wraps of the same pubkeys share a REQ when subscriptions are scarce."""
+    shared = Subscription(({"kinds": [1, 4], "#p": [ALICE]}, {"kinds": [1059], "#p": [ALICE]}, {"kinds": [4]}))
+    session = new_session(Plan({"n0.0": shared}), resumed=True, disconnected_at=T0 - 1000)
+    assert since_by_sub(sent(session.start())) == {"n0.0": [T0 - 1060, T0 - 86_400, T0 - 1060]}
 
 
 @pytest.mark.parametrize(
@@ -117,8 +125,8 @@ def test_resume_reaches_back_over_the_gap_but_not_past_max_age(
 def test_set_plan_sends_only_the_difference() -> None:
     session = new_session(resumed=True, disconnected_at=T0 - 1000)
     session.start()
-    changed = Subscription(({"kinds": [4], "#p": [ALICE, BOB]},), giftwrap=False)
-    added = Subscription(({"kinds": [1059], "#p": [BOB]},), giftwrap=True)
+    changed = Subscription(({"kinds": [4], "#p": [ALICE, BOB]},))
+    added = Subscription(({"kinds": [1059], "#p": [BOB]},))
     new_plan = Plan({"dm": changed, "gw2": added})
 
     messages = sent(session.set_plan(new_plan))
@@ -221,7 +229,7 @@ def test_closed_refuses_a_subscription_until_it_is_resent() -> None:
     # an unchanged plan leaves the refused subscription closed; changing it re-sends it
     assert session.set_plan(Plan({"dm": DMS, "gw": WRAPS})) == []
     assert session.open_subscriptions == 1
-    changed = Subscription(({"kinds": [4], "#p": [BOB]},), giftwrap=False)
+    changed = Subscription(({"kinds": [4], "#p": [BOB]},))
     assert [message[:2] for message in sent(session.set_plan(Plan({"dm": changed, "gw": WRAPS})))] == [["REQ", "dm"]]
     assert session.open_subscriptions == 2
 
@@ -313,3 +321,56 @@ def test_a_held_subscription_that_left_the_plan_is_not_resent() -> None:
     session.set_plan(Plan({"dm": DMS}))
     event = answer_challenge(session)
     assert session.receive(frame("OK", event.id, True)) == [Authenticated(), Received("OK")]
+
+
+# -- refusals for holding too many ---------------------------------------------------------------------------------
+
+TOO_MANY = "ERROR: too many concurrent REQs"
+
+
+def numbered_plan(count: int) -> Plan:
+    return Plan({f"s{index}": Subscription(({"kinds": [4], "#p": [f"{index:064x}"]},)) for index in range(count)})
+
+
+def test_a_notice_after_reqs_refuses_those_still_unanswered_and_the_next_plan_resends_them() -> None:
+    plan = numbered_plan(5)
+    session = new_session(plan)
+    session.start()
+    for index in range(3):
+        session.receive(frame("EOSE", f"s{index}"))
+    (refused, received) = session.receive(frame("NOTICE", TOO_MANY))
+    assert (refused, received) == (Refused(None, TOO_MANY, 4), Received("NOTICE"))
+    assert session.receive(frame("NOTICE", TOO_MANY))[0] == Refused(None, TOO_MANY, 3)
+    assert session.open_subscriptions == 3
+    session.receive(frame("EOSE", "s3"))  # answered after all: it is held
+    assert session.open_subscriptions == 4
+
+    smaller = Plan({sub_id: plan.subscriptions[sub_id] for sub_id in ("s0", "s1", "s4")})
+    messages = sent(session.set_plan(smaller))
+    assert messages == [
+        ["CLOSE", "s2"],
+        ["CLOSE", "s3"],
+        ["REQ", "s4", {"kinds": [4], "#p": [f"{4:064x}"], "since": T0 - 600}],
+    ]
+    assert session.open_subscriptions == 3
+
+
+def test_a_notice_with_nothing_pending_is_only_text() -> None:
+    session = new_session()
+    session.start()
+    session.receive(frame("EOSE", "dm"))
+    session.receive(frame("EOSE", "gw"))
+    assert session.receive(frame("NOTICE", TOO_MANY)) == [Notice(TOO_MANY), Received("NOTICE")]
+    assert session.receive(frame("NOTICE", "hello")) == [Notice("hello"), Received("NOTICE")]
+
+
+def test_a_closed_for_too_many_is_a_refusal_resent_with_the_next_plan() -> None:
+    session = new_session()
+    session.start()
+    assert session.receive(frame("CLOSED", "gw", "error: too many subscriptions")) == [
+        Refused("gw", "error: too many subscriptions", 1),
+        Received("CLOSED"),
+    ]
+    assert session.open_subscriptions == 1
+    assert [message[:2] for message in sent(session.set_plan(PLAN))] == [["REQ", "gw"]]
+    assert session.open_subscriptions == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
@@ -14,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pushstr import __version__
 from pushstr.api.errors import BodyLimit, install_error_handlers
 from pushstr.app import Service
+from pushstr.logutil import shown_url
 from pushstr.net.clientaddr import TrustedProxies
 from pushstr.nostr import nip19
 from pushstr.relays.endpoint import RelayEndpoint
@@ -32,15 +32,9 @@ def _info(service: Service) -> dict[str, Any]:
         "apps": sorted(service.settings.apps),
         "vapid_public_key": service.delivery.vapid_public_key,
         # The operator's relays only, without credentials a URL may carry; relays users named stay private.
-        "relays": [shown_relay_url(url) for url in service.settings.nostr.relays],
+        "relays": [shown_url(url) for url in service.settings.nostr.relays],
         "other_relays": sum(status.url not in configured for status in service.pool.status()),
     }
-
-
-def shown_relay_url(url: str) -> str:
-    """A relay URL without its user info, query and fragment (a token in a query string is a secret)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _nip11(service: Service) -> dict[str, Any]:

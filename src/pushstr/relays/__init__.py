@@ -1,10 +1,11 @@
-"""Relay I/O: outbound connections (one task per relay), the pool that drives them, and the subscription planner.
+"""Relay I/O: outbound connections (one task each), the pool that drives them, relay limits and the planner.
 
 The inbound endpoint (clients publishing to pushstr itself) lives in `endpoint`.
 """
 
 from pushstr.relays.connection import RelayConnection, RelayState, RelayStatus
-from pushstr.relays.planner import Interest, Plan, PlanDiff, Planner, Subscription, diff_plans
+from pushstr.relays.limits import RelayLimits
+from pushstr.relays.planner import Interest, Plan, PlanDiff, Planner, RelayPlan, Subscription, diff_plans
 from pushstr.relays.pool import RelayPool
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "PlanDiff",
     "Planner",
     "RelayConnection",
+    "RelayLimits",
+    "RelayPlan",
     "RelayPool",
     "RelayState",
     "RelayStatus",

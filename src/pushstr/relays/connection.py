@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from pushstr.config import NostrConfig
-from pushstr.logutil import RateLimitedLog, ident
+from pushstr.logutil import RateLimitedLog, ident, shown_url
 from pushstr.nostr.keys import Keys
 from pushstr.relays.planner import EMPTY_PLAN, Plan
 from pushstr.relays.session import (
@@ -51,12 +51,15 @@ from pushstr.relays.session import (
     Notice,
     Outgoing,
     Received,
+    Refused,
     RelaySession,
 )
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any], str], None]
+RefusalCallback = Callable[[int], None]
+"""Told how many subscriptions the relay seems to hold at most, when it refused one for holding too many."""
 
 SOCKET_FRAME_FACTOR = 8
 """The websocket layer accepts frames this many times larger than we use, so that an oversized frame is counted
@@ -111,7 +114,7 @@ class _Counters:
     received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MESSAGE_TYPES, 0))
     sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SENT_TYPES, 0))
     garbage: int = 0
-    refused: int = 0  # subscriptions the relay closed for good
+    refused: int = 0  # subscriptions the relay closed, or refused with a NOTICE
     overflows: int = 0
     connects: int = 0
     reconnects: int = 0
@@ -144,11 +147,16 @@ class RelayConnection:
         max_outgoing: int = 1000,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        on_refused: RefusalCallback | None = None,
+        label: str | None = None,
     ) -> None:
         """`stable_seconds`: a connection that lasted this long resets the backoff. `max_outgoing` (plus one per
         planned subscription) bounds the messages waiting to be sent; overflowing it aborts the connection, and the
-        reconnect re-sends everything."""
+        reconnect re-sends everything. `on_refused` hears of subscriptions refused for holding too many, so that
+        the owner can plan smaller; the refused ones are re-sent with the next plan. `label` names the relay in
+        metrics (default: the URL without user info or query)."""
         self.url = url
+        self.label = label or shown_url(url)
         self._keys = keys
         self._on_event = on_event
         self._config = config
@@ -158,6 +166,7 @@ class RelayConnection:
         self._max_outgoing = max_outgoing
         self._clock = clock
         self._rng = rng or random.Random()
+        self._on_refused = on_refused
         self._max_socket_frame = (config.max_event_bytes + FRAME_OVERHEAD_BYTES) * SOCKET_FRAME_FACTOR
         self._state = RelayState.CLOSED
         self._counters = _Counters()
@@ -363,6 +372,17 @@ class RelayConnection:
                     _preview(action.sub_id),
                     _preview(action.reason),
                 )
+            case Refused():
+                self._counters.refused += 1
+                self._bad_input.warning(
+                    f"refused:{self.url}",
+                    "relay %s refused a subscription (%s), holding about %d: planning smaller",
+                    self.url,
+                    _preview(action.reason),
+                    action.held,
+                )
+                if self._on_refused is not None:
+                    self._on_refused(action.held)
             case Authenticated():
                 log.info("relay %s: authenticated", self.url)
             case AuthRejected():
@@ -380,10 +400,11 @@ class RelayConnection:
 
     def _samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
         """(metric, label values, value) for every series of this relay; see `_FAMILIES`."""
-        url, counters = self.url, self._counters
+        url, counters = self.label, self._counters
         for kind, count in counters.received.items():
             yield "pushstr_relay_messages", (url, kind), count
         yield "pushstr_relay_garbage", (url,), counters.garbage
+        yield "pushstr_relay_refused", (url,), counters.refused
         for kind, count in counters.sent.items():
             yield "pushstr_relay_sent", (url, kind), count
         yield "pushstr_relay_outgoing_overflow", (url,), counters.overflows
@@ -397,6 +418,11 @@ class RelayConnection:
 _FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, tuple[str, ...]]] = {
     "pushstr_relay_messages": (CounterMetricFamily, "Messages received from relays, by type", ("relay", "type")),
     "pushstr_relay_garbage": (CounterMetricFamily, "Relay frames dropped as malformed or oversized", ("relay",)),
+    "pushstr_relay_refused": (
+        CounterMetricFamily,
+        "Subscriptions a relay closed or refused (a NOTICE after a REQ)",
+        ("relay",),
+    ),
     "pushstr_relay_sent": (CounterMetricFamily, "Messages sent to relays, by type", ("relay", "type")),
     "pushstr_relay_outgoing_overflow": (
         CounterMetricFamily,
@@ -404,7 +430,7 @@ _FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, t
         ("relay",),
     ),
     "pushstr_relay_connects": (CounterMetricFamily, "Connection attempts, by result", ("relay", "result")),
-    "pushstr_relay_connected": (GaugeMetricFamily, "1 while the relay is connected", ("relay",)),
+    "pushstr_relay_connected": (GaugeMetricFamily, "Connections open to the relay", ("relay",)),
     "pushstr_relay_subscriptions": (GaugeMetricFamily, "Subscriptions the relay holds open for us", ("relay",)),
 }
 

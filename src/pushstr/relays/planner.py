@@ -1,16 +1,24 @@
-"""Turns what the registry wants to hear about into named relay subscriptions, and diffs two such plans.
+"""Turns what the registry wants to hear about into named relay subscriptions within one relay's limits.
 
 Stability is the point of this module. With 100 000 registered pubkeys a relay sees a few hundred filters; when
 one registration changes, exactly one subscription must be re-sent, not all of them. So each tagged value is
 placed by its own bits (the hex value itself for pubkeys and event ids, a SHA-256 of anything else) in a binary
-trie: a trie node whose values fit in one subscription (`chunk_size * filters_per_req`) becomes a subscription,
-and a larger node is split in two by the next bit. The plan is a pure function of the interest, so adding or
-removing one value touches one node (or, when the node crosses the size bound, that node and its halves).
-Inside a subscription the sorted values are cut evenly into filters of at most `chunk_size` values; those need
-no stability of their own because the whole subscription is re-sent when any of it changes.
+trie over the key space. A trie node whose values, of every kinds group together, fit in one REQ frame of the
+relay (`RelayLimits.max_message_length`, `max_filters`) becomes one subscription; a larger node is split in two
+by the next bit. The plan is a pure function of the interest and the limits, so adding or removing one value
+touches one node (or, when the node crosses the size bound, that node and its halves). Inside a subscription
+each kinds group's sorted values are cut evenly into filters of at most `chunk_size` values; those need no
+stability of their own because the whole subscription is re-sent when any of it changes.
 
-Kind 1059 (gift wraps) is always planned apart from other kinds: its `created_at` is backdated by up to two days,
-so the connection gives it a much longer `since` window than regular kinds.
+Because a node holds every group's values of one key range, a pubkey's regular kinds and its gift wraps (kind
+1059) share one REQ but not one filter: gift wraps are backdated by up to two days, so the session gives a filter
+asking for 1059 a much longer `since` than the others, filter by filter.
+
+A connection holds at most `max_subscriptions` REQs. When a relay needs more, the nodes are spread over several
+connections (lanes) by a second trie over the same key space: a lane node holding more subscriptions than fit
+is split by the next bit, so one registration more moves subscriptions between connections only when its lane
+overflows. Fixed filters (dialect filters, profiles, one relay's own group filters) are packed first and their
+REQs reserved on the first lane.
 """
 
 from __future__ import annotations
@@ -21,10 +29,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from pushstr.nostr.kinds import Kind
+from pushstr.relays.limits import DEFAULT_LIMITS, RelayLimits
 
 _KEY_BITS = 256
 _HEX_DIGITS = frozenset("0123456789abcdef")
+_HEX_VALUE_BYTES = 67
+"""A 64-hex value in a filter: quotes and a comma."""
+_SINCE_BYTES = len(',"since":9999999999')
+FRAME_MARGIN_BYTES = 256
+"""Room in every REQ for its envelope (`["REQ","<id>",…]`) and rounding; sub ids are short."""
 
 
 @dataclass(frozen=True)
@@ -41,17 +57,22 @@ class Interest:
     extra: tuple[Mapping[str, Any], ...] = ()
 
 
+def asks_giftwrap(filter_: Mapping[str, Any]) -> bool:
+    """True when a filter asks for kind 1059, whose events need the long (backdated) `since` window."""
+    kinds = filter_.get("kinds")
+    return isinstance(kinds, list | tuple) and Kind.GIFT_WRAP in kinds
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """The filters of one REQ (without `since`, which the connection adds) and which since-window they get."""
+    """The filters of one REQ, without `since`: the session adds each filter's own window when it sends them."""
 
     filters: tuple[dict[str, Any], ...]
-    giftwrap: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Subscription id → subscription. Equal interests give equal plans."""
+    """Subscription id → subscription: what one connection holds. Equal interests give equal plans."""
 
     subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
 
@@ -62,6 +83,26 @@ class Plan:
     @property
     def filter_count(self) -> int:
         return sum(len(sub.filters) for sub in self.subscriptions.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPlan:
+    """Lane id → the plan of one connection to the relay. Subscription ids are unique across lanes."""
+
+    lanes: Mapping[str, Plan]
+
+    @property
+    def req_count(self) -> int:
+        return sum(plan.req_count for plan in self.lanes.values())
+
+    @property
+    def filter_count(self) -> int:
+        return sum(plan.filter_count for plan in self.lanes.values())
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        """Every lane's subscriptions in one mapping (for inspection; connections get their own lane)."""
+        return {sub_id: sub for plan in self.lanes.values() for sub_id, sub in plan.subscriptions.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +122,8 @@ class PlanDiff:
 
 
 EMPTY_PLAN = Plan()
+FIRST_LANE = "L"
+"""The lane of the whole key space: the only one while a relay's plan fits one connection, even an empty plan."""
 
 
 def diff_plans(old: Plan, new: Plan) -> PlanDiff:
@@ -104,22 +147,6 @@ def _all_hex64(values: frozenset[str]) -> bool:
         return False
 
 
-def _placed(values: frozenset[str]) -> tuple[list[str], list[str]]:
-    """Values sorted by the 64-hex key each is placed by, and those keys.
-
-    A pubkey or event id is its own key (uniformly random already); anything else is placed by its SHA-256.
-    Lowercase hex strings of one length sort like the numbers they spell, so the trie bisects the key list
-    with hex-string bounds.
-    """
-    if _all_hex64(values):
-        ordered = sorted(values)
-        return ordered, ordered
-    pairs = sorted(
-        (value if len(value) == 64 and not set(value) - _HEX_DIGITS else _sha256_hex(value), value) for value in values
-    )
-    return [value for _, value in pairs], [key for key, _ in pairs]
-
-
 def _sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -129,19 +156,53 @@ def _start(depth: int, bits: int) -> str:
     return format(bits << (_KEY_BITS - depth), "064x")
 
 
-def _kinds_digest(kinds: frozenset[int]) -> str:
-    text = ",".join(str(kind) for kind in sorted(kinds))
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
 @dataclass(frozen=True, slots=True)
 class _Group:
     tag: str  # "p" or "e"
-    kinds: frozenset[int]
+    kinds: tuple[int, ...]  # sorted
 
-    @property
-    def giftwrap(self) -> bool:
-        return Kind.GIFT_WRAP in self.kinds
+
+@dataclass(frozen=True, slots=True)
+class _Sorted:
+    """A set of values sorted by the 64-hex key each is placed by, those keys, and their encoded sizes.
+
+    A pubkey or event id is its own key (uniformly random already); anything else is placed by its SHA-256.
+    Lowercase hex strings of one length sort like the numbers they spell, so the trie bisects the key list
+    with hex-string bounds. `sizes` holds running totals of the values' JSON sizes (None: all 64-hex, 67 each).
+    """
+
+    values: frozenset[str]
+    ordered: list[str]
+    keys: list[str]
+    sizes: list[int] | None
+
+    def bytes_between(self, start: int, end: int) -> int:
+        if self.sizes is None:
+            return _HEX_VALUE_BYTES * (end - start)
+        return self.sizes[end] - self.sizes[start]
+
+
+def _sort(values: frozenset[str]) -> _Sorted:
+    if _all_hex64(values):
+        ordered = sorted(values)
+        return _Sorted(values, ordered, ordered, None)
+    pairs = sorted(
+        (value if len(value) == 64 and not set(value) - _HEX_DIGITS else _sha256_hex(value), value) for value in values
+    )
+    ordered = [value for _, value in pairs]
+    sizes = [0]
+    for value in ordered:
+        sizes.append(sizes[-1] + len(orjson.dumps(value)) + 1)
+    return _Sorted(values, ordered, [key for key, _ in pairs], sizes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """One kinds group with its sorted values, as the trie walks it."""
+
+    group: _Group
+    sorted: _Sorted
+    filter_bytes: int  # one filter of this group with no values, its `since` and a separating comma
 
 
 def _groups(tag: str, interest: Mapping[frozenset[int], frozenset[str]]) -> dict[_Group, frozenset[str]]:
@@ -156,82 +217,149 @@ def _groups(tag: str, interest: Mapping[frozenset[int], frozenset[str]]) -> dict
             continue
         for part in (kinds - {Kind.GIFT_WRAP}, kinds & {Kind.GIFT_WRAP}):
             if part:
-                sources.setdefault(_Group(tag, frozenset(part)), []).append(values)
+                sources.setdefault(_Group(tag, tuple(sorted(part))), []).append(values)
     return {group: values[0] if len(values) == 1 else frozenset().union(*values) for group, values in sources.items()}
 
 
+_Ranges = tuple[tuple[int, int], ...]  # per placed group: [start, end) of its values inside a trie node
+
+
 class Planner:
-    """Builds plans for an interest. Holds a per-group cache so that an unchanged group is not re-planned."""
+    """Builds relay plans for an interest. Keeps each group's sorted values so that an unchanged group is not
+    sorted again."""
 
-    def __init__(self, chunk_size: int = 500, filters_per_req: int = 3) -> None:
-        """`chunk_size` bounds the values in one filter; `filters_per_req` the filters in one REQ.
-
-        Common relays refuse websocket messages over 128 KiB; three filters of 500 pubkeys (~34 KB each) stay
-        well under that.
-        """
-        if chunk_size < 1 or filters_per_req < 1:
-            raise ValueError("chunk_size and filters_per_req must be positive")
+    def __init__(self, chunk_size: int = 500) -> None:
+        """`chunk_size` bounds the values in one filter (some relays cap tag values per filter)."""
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
         self.chunk_size = chunk_size
-        self.filters_per_req = filters_per_req
-        self._capacity = chunk_size * filters_per_req
-        self._cache: dict[_Group, tuple[frozenset[str], dict[str, Subscription]]] = {}
+        self._cache: dict[_Group, _Sorted] = {}
 
-    def plan(self, interest: Interest) -> Plan:
-        subscriptions: dict[str, Subscription] = {}
+    def plan(
+        self, interest: Interest, limits: RelayLimits = DEFAULT_LIMITS, own: Iterable[Mapping[str, Any]] = ()
+    ) -> RelayPlan:
+        """The lanes one relay with `limits` needs for `interest`, plus `own` filters asked of that relay only."""
+        groups = self._placed_groups(interest)
+        fixed = {**self.plan_fixed(interest.extra, "x", limits), **self.plan_fixed(own, "r", limits)}
+        budget = limits.max_subscriptions
+        lanes: dict[str, dict[str, Subscription]] = {}
+        fixed_ids = list(fixed)
+        if len(fixed_ids) >= budget:  # the fixed REQs alone fill connections: they get lanes of their own
+            for index in range(0, len(fixed_ids), budget):
+                lanes[f"F{index // budget}"] = {sub_id: fixed[sub_id] for sub_id in fixed_ids[index : index + budget]}
+            first_budget = budget
+            fixed = {}
+        else:
+            first_budget = budget - len(fixed_ids)
+        spread = _lanes(self._nodes(groups, limits), budget, first_budget)
+        for lane, members in spread:
+            lanes[lane] = {f"n{depth}.{bits:x}": self._subscription(groups, ranges) for depth, bits, ranges in members}
+        lanes[spread[0][0]].update(fixed)
+        return RelayPlan({lane: Plan(subscriptions) for lane, subscriptions in lanes.items()})
+
+    def _placed_groups(self, interest: Interest) -> list[_Placed]:
         groups = _groups("p", interest.p) | _groups("e", interest.e)
-        cache: dict[_Group, tuple[frozenset[str], dict[str, Subscription]]] = {}
-        placed: dict[int, tuple[list[str], list[str]]] = {}  # by id(values): groups may share one frozenset
-        for group, values in groups.items():
+        cache: dict[_Group, _Sorted] = {}
+        by_values: dict[int, _Sorted] = {}  # groups fed by one frozenset share its sorting
+        placed: list[_Placed] = []
+        for group, values in sorted(groups.items(), key=lambda item: (item[0].tag, item[0].kinds)):
             cached = self._cache.get(group)
-            if cached is not None and cached[0] == values:
-                planned = cached[1]
-            else:
-                if id(values) not in placed:
-                    placed[id(values)] = _placed(values)
-                planned = self._plan_group(group, *placed[id(values)])
-            cache[group] = (values, planned)
-            subscriptions.update(planned)
+            if cached is None or cached.values != values:
+                cached = by_values.get(id(values)) or _sort(values)
+            by_values[id(values)] = cached
+            cache[group] = cached
+            empty = len(orjson.dumps({"kinds": list(group.kinds), f"#{group.tag}": []})) + _SINCE_BYTES + 1
+            placed.append(_Placed(group, cached, empty))
         self._cache = cache
-        subscriptions.update(self.plan_fixed(interest.extra))
-        return Plan(subscriptions)
+        return placed
 
-    def _plan_group(self, group: _Group, ordered: list[str], keys: list[str]) -> dict[str, Subscription]:
-        prefix = f"{group.tag}{_kinds_digest(group.kinds)}."
-        kinds = sorted(group.kinds)
-        planned: dict[str, Subscription] = {}
-        stack = [(0, 0, 0, len(keys))]  # depth, bits, start, end
+    def _nodes(self, groups: Sequence[_Placed], limits: RelayLimits) -> list[tuple[int, int, _Ranges]]:
+        """The trie nodes that become subscriptions, in key order: each the largest node that fits one REQ."""
+        frame = limits.max_message_length - FRAME_MARGIN_BYTES
+        nodes: list[tuple[int, int, _Ranges]] = []
+        stack: list[tuple[int, int, _Ranges]] = [(0, 0, tuple((0, len(placed.sorted.keys)) for placed in groups))]
         while stack:
-            depth, bits, start, end = stack.pop()
-            if end - start > self._capacity:
-                left, right = bits << 1, (bits << 1) | 1
-                middle = bisect_left(keys, _start(depth + 1, right), start, end)
-                stack.append((depth + 1, right, middle, end))
-                stack.append((depth + 1, left, start, middle))
-            elif end > start:
-                node_values = ordered[start:end]
-                sub_id = f"{prefix}{depth}.{bits:x}"
-                planned[sub_id] = Subscription(self._filters(group.tag, kinds, node_values), group.giftwrap)
-        return planned
+            depth, bits, ranges = stack.pop()
+            size = filters = 0
+            for placed, (start, end) in zip(groups, ranges, strict=True):
+                if end > start:
+                    count = -(-(end - start) // self.chunk_size)
+                    filters += count
+                    size += count * placed.filter_bytes + placed.sorted.bytes_between(start, end)
+            if not filters:
+                continue
+            if (size > frame or filters > limits.max_filters) and depth < _KEY_BITS:
+                bound = _start(depth + 1, (bits << 1) | 1)
+                middles = tuple(
+                    bisect_left(placed.sorted.keys, bound, start, end)
+                    for placed, (start, end) in zip(groups, ranges, strict=True)
+                )
+                right = tuple((middle, end) for middle, (_, end) in zip(middles, ranges, strict=True))
+                left = tuple((start, middle) for middle, (start, _) in zip(middles, ranges, strict=True))
+                stack.append((depth + 1, (bits << 1) | 1, right))
+                stack.append((depth + 1, bits << 1, left))
+            else:  # a node at full depth holds one key per group and is never split further
+                nodes.append((depth, bits, ranges))
+        return nodes
 
-    def _filters(self, tag: str, kinds: list[int], values: Sequence[str]) -> tuple[dict[str, Any], ...]:
-        count = -(-len(values) // self.chunk_size)
-        size = -(-len(values) // count)
-        return tuple(
-            {"kinds": kinds, f"#{tag}": list(values[index : index + size])} for index in range(0, len(values), size)
-        )
+    def _subscription(self, groups: Sequence[_Placed], ranges: _Ranges) -> Subscription:
+        filters: list[dict[str, Any]] = []
+        for placed, (start, end) in zip(groups, ranges, strict=True):
+            if end <= start:
+                continue
+            group, ordered = placed.group, placed.sorted.ordered
+            kinds = list(group.kinds)
+            count = -(-(end - start) // self.chunk_size)
+            size = -(-(end - start) // count)
+            filters.extend(
+                {"kinds": kinds, f"#{group.tag}": ordered[index : min(index + size, end)]}
+                for index in range(start, end, size)
+            )
+        return Subscription(tuple(filters))
 
-    def plan_fixed(self, extra: Iterable[Mapping[str, Any]], prefix: str = "x") -> dict[str, Subscription]:
-        """Fixed filters, kept as given, under ids starting with `prefix`. One that asks for 1059 gets the
-        gift-wrap window (the longer one, so nothing is missed); a filter that carries its own `since` keeps it."""
-        regular: list[dict[str, Any]] = []
-        giftwrap: list[dict[str, Any]] = []
-        for filter_ in extra:
-            kinds = filter_.get("kinds")
-            target = giftwrap if isinstance(kinds, list | tuple) and Kind.GIFT_WRAP in kinds else regular
-            target.append(dict(filter_))
+    def plan_fixed(
+        self, extra: Iterable[Mapping[str, Any]], prefix: str = "x", limits: RelayLimits = DEFAULT_LIMITS
+    ) -> dict[str, Subscription]:
+        """Fixed filters, kept as given (a filter with its own `since` keeps it), packed in order into as few REQs
+        as the frame size and filter count allow, under ids starting with `prefix`. A filter larger than a frame
+        on its own is still sent, alone: it cannot be cut without knowing what it means."""
+        frame = limits.max_message_length - FRAME_MARGIN_BYTES
         planned: dict[str, Subscription] = {}
-        for name, filters, is_giftwrap in ((prefix, regular, False), (f"{prefix}g", giftwrap, True)):
-            for index in range(0, len(filters), self.filters_per_req):
-                chunk = tuple(filters[index : index + self.filters_per_req])
-                planned[f"{name}{index // self.filters_per_req}"] = Subscription(chunk, is_giftwrap)
+        chunk: list[dict[str, Any]] = []
+        size = 0
+        for filter_ in extra:
+            copy = dict(filter_)
+            filter_size = len(orjson.dumps(copy)) + _SINCE_BYTES + 1
+            if chunk and (size + filter_size > frame or len(chunk) >= limits.max_filters):
+                planned[f"{prefix}{len(planned)}"] = Subscription(tuple(chunk))
+                chunk, size = [], 0
+            chunk.append(copy)
+            size += filter_size
+        if chunk:
+            planned[f"{prefix}{len(planned)}"] = Subscription(tuple(chunk))
         return planned
+
+
+def _lanes(
+    nodes: list[tuple[int, int, _Ranges]], budget: int, first_budget: int
+) -> list[tuple[str, list[tuple[int, int, _Ranges]]]]:
+    """Nodes (in key order) spread over lanes: the largest trie nodes of the key space holding at most `budget`
+    subscriptions each (`first_budget` for the lane of key 0, which also carries the fixed REQs). A lane is named
+    by its bits ("L", "L0", "L01", …). The lane of key 0 comes first and is there even when empty."""
+    starts = [_start(depth, bits) for depth, bits, _ in nodes]
+    lanes: list[tuple[str, list[tuple[int, int, _Ranges]]]] = []
+    stack = [(0, 0, 0, len(nodes))]
+    while stack:
+        depth, bits, low, high = stack.pop()
+        if high == low and bits:
+            continue
+        cap = first_budget if bits == 0 else budget
+        if high - low > cap:
+            # more than one node here, so every one of them is deeper than this lane and lies in one half
+            middle = bisect_left(starts, _start(depth + 1, (bits << 1) | 1), low, high)
+            stack.append((depth + 1, (bits << 1) | 1, middle, high))
+            stack.append((depth + 1, bits << 1, low, middle))
+        else:
+            name = FIRST_LANE + (format(bits, f"0{depth}b") if depth else "")
+            lanes.append((name, nodes[low:high]))
+    return lanes

@@ -1,9 +1,17 @@
-"""All outbound relays: one `RelayConnection` each, all following one shared subscription plan.
+"""All outbound relays, each planned within its own limits and followed by one or more connections.
 
 Registrations change in bursts (a dialect importing a list, a client re-registering every device), so
 `set_interest` only records the newest interest and plans it on a later loop iteration: at most once per
 `coalesce_seconds`, and less often when planning itself turns out to be expensive, so that a flood of changes
-cannot starve the event loop. Each connection then sends its relay only the difference.
+cannot starve the event loop. A relay is then sent an update at most once per `update_interval` seconds: every
+update re-sends the subscriptions it touches, each with its catch-up window, so a burst of registrations costs
+one REQ per touched subscription per interval instead of one per registration.
+
+Each relay is planned for its limits (`limits.RelayLimits`): those of its NIP-11 document, read once before the
+first connect, or strfry's defaults. A plan that needs more subscriptions than one connection may hold is spread
+over several connections (the planner's lanes). A relay that refuses a subscription for holding too many (a
+CLOSED saying so, or strfry's bare NOTICE) is re-planned with the budget it showed it has, and the refused
+subscriptions are re-sent within it: none is silently lost.
 
 A relay may also be asked for filters of its own (`set_relay_filters`): a NIP-29 group exists on one relay
 only, so asking every relay for it would be wasted subscriptions.
@@ -14,24 +22,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import orjson
+
 from pushstr.config import NostrConfig
+from pushstr.logutil import ident, shown_url
 from pushstr.nostr.keys import Keys
-from pushstr.relays.connection import EventCallback, RelayConnection, RelayStatus
-from pushstr.relays.planner import EMPTY_PLAN, Interest, Plan, Planner
+from pushstr.relays.connection import EventCallback, RelayConnection, RelayState, RelayStatus
+from pushstr.relays.limits import RelayLimits, fetch_limits
+from pushstr.relays.planner import FIRST_LANE, Interest, Planner, RelayPlan
 
 log = logging.getLogger(__name__)
 
 PLAN_COST_FACTOR = 4.0
 """After a plan that took t seconds, the next one waits at least this many times t (planning ≤ 20% of the loop)."""
+UPDATE_INTERVAL_SECONDS = 1.0
+"""Default for `update_interval`: the shortest time between two plan updates sent to one relay."""
+_STATE_ORDER = (RelayState.CLOSED, RelayState.BACKOFF, RelayState.CONNECTING, RelayState.CONNECTED)
+
+LimitsSource = Callable[[str], Awaitable[RelayLimits]]
+
+
+@dataclass(eq=False)
+class _Relay:
+    """One relay url: its limits, its own filters and the connections (lanes) that follow its plan."""
+
+    url: str
+    limits: RelayLimits | None = None  # None until its NIP-11 document was read (or found missing)
+    budget: int | None = None  # subscriptions per connection after refusals; None: what `limits` say
+    lanes: dict[str, RelayConnection] = field(default_factory=dict)
+    plan: RelayPlan | None = None
+    timer: asyncio.TimerHandle | None = None
+    next_update_at: float = 0.0
+    lookup: asyncio.Task[None] | None = None
+
+    def effective_limits(self) -> RelayLimits | None:
+        if self.limits is None or self.budget is None:
+            return self.limits
+        return self.limits.with_subscriptions(self.budget)
 
 
 class RelayPool:
     """Connections to `urls`, started by `start()` and stopped by `close()`.
 
     Call `set_interest`, `add_relay` and `remove_relay` from the event loop's thread (sync code is fine).
+    `limits` fixes every relay's limits instead of reading their NIP-11 documents.
     """
 
     def __init__(
@@ -43,46 +81,63 @@ class RelayPool:
         *,
         planner: Planner | None = None,
         coalesce_seconds: float = 0.1,
+        update_interval: float = UPDATE_INTERVAL_SECONDS,
+        limits: RelayLimits | None = None,
+        limits_source: LimitsSource = fetch_limits,
     ) -> None:
         self._keys = keys
         self._on_event = on_event
         self._config = config
         self._planner = planner or Planner(config.filter_chunk_size)
         self._coalesce_seconds = coalesce_seconds
-        self._plan: Plan = EMPTY_PLAN
+        self._update_interval = update_interval
+        self._fixed_limits = limits
+        self._limits_source = limits_source
+        self._interest = Interest()
         self._pending: Interest | None = None
+        self._plans: dict[tuple[RelayLimits, bytes], RelayPlan] = {}  # for the current interest
         self._timer: asyncio.TimerHandle | None = None
         self._next_plan_at = 0.0
         self._started = False
-        self._connections: dict[str, RelayConnection] = {}
+        self._relays: dict[str, _Relay] = {}
         self._removing: set[asyncio.Task[None]] = set()
-        self._own: dict[str, Plan] = {}
+        self._own: dict[str, tuple[Mapping[str, Any], ...]] = {}
+        self._configured = frozenset(urls)
+        """The operator's relays, named in metrics; relays users listed are named by a digest (their choice of
+        relay is theirs to know)."""
         for url in urls:
             self.add_relay(url)
 
     @property
-    def plan(self) -> Plan:
-        """The plan every relay follows (or is about to)."""
-        return self._plan
-
-    @property
     def urls(self) -> list[str]:
-        return list(self._connections)
+        return list(self._relays)
 
     @property
     def connected_count(self) -> int:
-        return sum(connection.connected for connection in self._connections.values())
+        """Relays whose every connection is up."""
+        return sum(status.state is RelayState.CONNECTED for status in self.status())
+
+    def plan_for(self, url: str) -> RelayPlan | None:
+        """What the relay at `url` is being sent (None before its limits are known)."""
+        relay = self._relays.get(url)
+        return None if relay is None else relay.plan
+
+    def limits_for(self, url: str) -> RelayLimits | None:
+        """The limits the relay at `url` is planned for, after any refusals shrank its budget."""
+        relay = self._relays.get(url)
+        return None if relay is None else relay.effective_limits()
 
     def status(self) -> list[RelayStatus]:
-        return [connection.status() for connection in self._connections.values()]
+        """One status per relay, summed over its connections (its state is that of its least connected one)."""
+        return [_merged(relay.url, [lane.status() for lane in relay.lanes.values()]) for relay in self._relays.values()]
 
     async def start(self) -> None:
-        """Start every connection. Returns at once: relays connect (and keep retrying) in the background."""
+        """Start every relay. Returns at once: limits are read and relays connect in the background."""
         self._started = True
         if self._pending is not None:
             self._apply()
-        for connection in self._connections.values():
-            connection.start()
+        for relay in self._relays.values():
+            self._begin(relay)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop every connection, waiting at most about `timeout` seconds in total."""
@@ -90,9 +145,9 @@ class RelayPool:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        connections = list(self._connections.values())
-        self._connections.clear()
-        waits = [connection.close(timeout) for connection in connections]
+        relays = list(self._relays.values())
+        self._relays.clear()
+        waits = [self._stop(relay, timeout) for relay in relays]
         await asyncio.gather(*waits)
         if self._removing:
             await asyncio.wait(self._removing, timeout=timeout)
@@ -106,15 +161,15 @@ class RelayPool:
         self._timer = loop.call_at(max(loop.time(), self._next_plan_at), self._apply)
 
     def add_relay(self, url: str) -> None:
-        """Connect to one more relay (no-op when already present); it is given the current plan."""
+        """Use one more relay (no-op when already present): its limits are read, then it is given its plan."""
         if not url.startswith(("ws://", "wss://")):
             raise ValueError("relay URL must start with ws:// or wss://")
-        if url in self._connections:
+        if url in self._relays:
             return
-        connection = RelayConnection(url, self._keys, self._on_event, self._config, plan=self._plan_for(url))
-        self._connections[url] = connection
+        relay = _Relay(url)
+        self._relays[url] = relay
         if self._started:
-            connection.start()
+            self._begin(relay)
 
     def set_relay_filters(self, url: str, filters: Sequence[Mapping[str, Any]]) -> None:
         """Ask the relay at `url` (only) for `filters` too, beside the shared plan; none: stop asking.
@@ -122,28 +177,23 @@ class RelayPool:
         Kept when the relay is not connected yet (or removed): `add_relay` gives it its filters.
         """
         if filters:
-            self._own[url] = Plan(self._planner.plan_fixed(filters, prefix="r"))
+            self._own[url] = tuple(dict(filter_) for filter_ in filters)
         elif self._own.pop(url, None) is None:
             return
-        connection = self._connections.get(url)
-        if connection is not None:
-            connection.set_plan(self._plan_for(url))
-
-    def _plan_for(self, url: str) -> Plan:
-        """The shared plan, plus the relay's own subscriptions when it has some."""
-        own = self._own.get(url)
-        if own is None:
-            return self._plan
-        return Plan({**self._plan.subscriptions, **own.subscriptions})
+        relay = self._relays.get(url)
+        if relay is not None:
+            self._schedule(relay)
 
     def remove_relay(self, url: str) -> None:
-        """Stop using a relay; its connection is closed in the background (and awaited by `close()`)."""
-        connection = self._connections.pop(url, None)
-        if connection is None or not self._started:
+        """Stop using a relay; its connections are closed in the background (and awaited by `close()`)."""
+        relay = self._relays.pop(url, None)
+        if relay is None or not self._started:
             return
-        task = asyncio.get_running_loop().create_task(connection.close())
+        task = asyncio.get_running_loop().create_task(self._stop(relay))
         self._removing.add(task)
         task.add_done_callback(self._removing.discard)
+
+    # -- planning ---------------------------------------------------------------------------------------------
 
     def _apply(self) -> None:
         self._timer = None
@@ -151,11 +201,140 @@ class RelayPool:
         if interest is None:
             return
         started = time.perf_counter()
-        self._plan = self._planner.plan(interest)
-        for url, connection in self._connections.items():
-            connection.set_plan(self._plan_for(url))
+        self._interest = interest
+        self._plans.clear()
+        for relay in self._relays.values():
+            self._schedule(relay)
         elapsed = time.perf_counter() - started
         self._next_plan_at = asyncio.get_running_loop().time() + max(self._coalesce_seconds, PLAN_COST_FACTOR * elapsed)
-        log.debug(
-            "planned %d subscriptions, %d filters in %.3fs", self._plan.req_count, self._plan.filter_count, elapsed
+
+    def _begin(self, relay: _Relay) -> None:
+        """Find the relay's limits (once), then plan it."""
+        if self._fixed_limits is not None:
+            relay.limits = self._fixed_limits
+            self._schedule(relay)
+        elif relay.limits is None and relay.lookup is None:
+            relay.lookup = asyncio.get_running_loop().create_task(self._look_up(relay), name=f"nip11 {relay.url}")
+
+    async def _look_up(self, relay: _Relay) -> None:
+        limits = await self._limits_source(relay.url)
+        log.info(
+            "relay %s: %d subscriptions, %d-byte frames, %d filters per REQ (%s)",
+            relay.url,
+            limits.max_subscriptions,
+            limits.max_message_length,
+            limits.max_filters,
+            limits.source,
         )
+        relay.limits = limits
+        relay.lookup = None
+        if self._relays.get(relay.url) is relay and self._started:
+            self._schedule(relay)
+
+    def _schedule(self, relay: _Relay) -> None:
+        """Update the relay now, or when its update interval has passed (once, however often this is called)."""
+        if relay.timer is not None or relay.limits is None or not self._started:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= relay.next_update_at:
+            self._update(relay)
+        else:
+            relay.timer = loop.call_at(relay.next_update_at, self._update, relay)
+
+    def _update(self, relay: _Relay) -> None:
+        relay.timer = None
+        limits = relay.effective_limits()
+        if limits is None or self._relays.get(relay.url) is not relay:
+            return
+        relay.next_update_at = asyncio.get_running_loop().time() + self._update_interval
+        own = self._own.get(relay.url, ())
+        key = (limits, orjson.dumps(own))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._planner.plan(self._interest, limits, own)
+            self._plans[key] = plan
+        relay.plan = plan
+        self._assign(relay, plan)
+        log.debug("relay %s: %d subscriptions over %d connections", relay.url, plan.req_count, len(plan.lanes))
+
+    def _assign(self, relay: _Relay, plan: RelayPlan) -> None:
+        """Give every lane of `plan` a connection. A lane that replaces a split or merged one takes over its
+        connection (whose relay then needs only the difference); connections left without a lane are closed."""
+        old = relay.lanes
+        lanes: dict[str, RelayConnection] = {}
+        for name in plan.lanes:
+            if name in old:
+                lanes[name] = old.pop(name)
+        for name, lane_plan in plan.lanes.items():
+            connection = lanes.get(name)
+            if connection is None:
+                related = next((other for other in old if _related(name, other)), None)
+                connection = old.pop(related) if related is not None else self._connect(relay)
+                lanes[name] = connection
+            connection.set_plan(lane_plan)
+        relay.lanes = lanes
+        for connection in old.values():
+            self._close_later(connection)
+
+    def _connect(self, relay: _Relay) -> RelayConnection:
+        connection = RelayConnection(
+            relay.url,
+            self._keys,
+            self._on_event,
+            self._config,
+            on_refused=lambda held: self._refused(relay, held),
+            label=shown_url(relay.url) if relay.url in self._configured else f"user-{ident(relay.url, 12)}",
+        )
+        connection.start()
+        return connection
+
+    def _refused(self, relay: _Relay, held: int) -> None:
+        """A connection of `relay` was refused a subscription while holding about `held`: plan it within that
+        (never below one per connection), at its next update."""
+        limits = relay.effective_limits()
+        if limits is None:
+            return
+        budget = max(1, min(held, limits.max_subscriptions - 1))
+        if budget < limits.max_subscriptions:
+            relay.budget = budget
+            log.warning("relay %s refuses subscriptions: planning %d per connection", relay.url, budget)
+            self._schedule(relay)
+        # At one per connection there is nothing smaller to plan: the refused ones are re-sent with the next plan.
+
+    def _close_later(self, connection: RelayConnection) -> None:
+        task = asyncio.get_running_loop().create_task(connection.close())
+        self._removing.add(task)
+        task.add_done_callback(self._removing.discard)
+
+    async def _stop(self, relay: _Relay, timeout: float = 5.0) -> None:
+        if relay.timer is not None:
+            relay.timer.cancel()
+            relay.timer = None
+        if relay.lookup is not None:
+            relay.lookup.cancel()
+            relay.lookup = None
+        lanes, relay.lanes = list(relay.lanes.values()), {}
+        await asyncio.gather(*(connection.close(timeout) for connection in lanes))
+
+
+def _related(lane: str, other: str) -> bool:
+    """Lanes that share keys: one is the other's half (after a split), or its whole (after a merge)."""
+    return lane.startswith(other) or other.startswith(lane) if lane.startswith(FIRST_LANE) else False
+
+
+def _merged(url: str, statuses: list[RelayStatus]) -> RelayStatus:
+    """One relay's status over its connections: counters summed, the least connected state, any last error."""
+    values: dict[str, Any] = {}
+    for item in fields(RelayStatus):
+        column = [getattr(status, item.name) for status in statuses]
+        if item.name == "url":
+            values["url"] = url
+        elif item.name == "state":  # no connection yet: its limits are being read
+            values["state"] = min(column, key=_STATE_ORDER.index, default=RelayState.CONNECTING)
+        elif item.name == "authenticated":
+            values["authenticated"] = bool(column) and all(column)
+        elif item.name == "last_error":
+            values["last_error"] = next((error for error in column if error is not None), None)
+        else:
+            values[item.name] = sum(column)
+    return RelayStatus(**values)

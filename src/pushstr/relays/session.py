@@ -8,6 +8,11 @@ a reconnect (when the last socket dropped, whether this is a resume) is passed i
 
 Everything a relay sends is untrusted: a frame that is not a well-formed message we understand becomes a
 `Garbage` action, never an exception.
+
+Plans are made to fit the relay's limits, but a relay may hold fewer subscriptions than it (or strfry's defaults)
+promised. Such a refusal is a `Refused` action, so that the owner plans smaller, and the refused subscriptions are
+re-sent with the next plan: a CLOSED that says so names its subscription; strfry's bare NOTICE names none, so
+every REQ still awaiting its EOSE counts as maybe refused until that EOSE arrives.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import orjson
 from pushstr.config import NostrConfig
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip42 import build_auth_event
-from pushstr.relays.planner import Plan, Subscription, diff_plans
+from pushstr.relays.planner import Plan, Subscription, asks_giftwrap, diff_plans
 
 AUTH_REQUIRED = "auth-required:"
 RESUME_OVERLAP_SECONDS = 60
@@ -33,6 +38,9 @@ MESSAGE_TYPES = ("EVENT", "EOSE", "CLOSED", "NOTICE", "OK", "AUTH")
 """The relay-to-client messages we understand; any other type is garbage."""
 SENT_TYPES = ("REQ", "CLOSE", "AUTH")
 """The messages a session sends: the types of its `Outgoing` frames."""
+CAPACITY_WORDS = ("too many", "maximum", "max subscriptions", "subscription limit", "subscriptions limit")
+"""Words of a refusal that is about how many subscriptions we hold (strfry: "ERROR: too many concurrent REQs"),
+which a smaller plan cures, unlike "blocked:", "restricted:" or a rate limit."""
 
 
 class Outgoing(NamedTuple):
@@ -83,6 +91,17 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The relay refused subscriptions for holding too many: a CLOSED for `sub_id` with such a reason, or a NOTICE
+    (`sub_id` None: strfry names none) while REQs awaited their EOSE. `held` is how many subscriptions the relay
+    seems to hold at most: the budget the next plan of this connection must fit in."""
+
+    sub_id: str | None
+    reason: str
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
 class Authenticated:
     """The relay accepted our AUTH; subscriptions it held back for that have been re-sent."""
 
@@ -94,7 +113,7 @@ class AuthRejected:
     text: str
 
 
-Action = Received | EventReceived | Outgoing | Garbage | Notice | Closed | Authenticated | AuthRejected
+Action = Received | EventReceived | Outgoing | Garbage | Notice | Closed | Refused | Authenticated | AuthRejected
 _RECEIVED = {kind: Received(kind) for kind in MESSAGE_TYPES}  # immutable, so shared: nothing allocated per frame
 
 
@@ -129,6 +148,9 @@ class RelaySession:
         self._clock = clock
         self._max_frame = config.max_event_bytes + FRAME_OVERHEAD_BYTES
         self._refused: set[str] = set()  # closed by the relay; stays closed until re-sent
+        self._pending: set[str] = set()  # sent, neither EOSE nor CLOSED yet
+        self._overflowed: set[str] = set()  # maybe refused for holding too many: re-sent with the next plan
+        self._overflows = 0  # capacity refusals since the last plan
         self._auth_event_id: str | None = None
         self._authenticated = False
         self._awaiting_auth: set[str] = set()  # refused with auth-required before we authenticated
@@ -146,7 +168,7 @@ class RelaySession:
     @property
     def open_subscriptions(self) -> int:
         """Subscriptions the relay holds open for us: those sent and not refused."""
-        return len(self._plan.subscriptions) - len(self._refused)
+        return len(self._plan.subscriptions) - len(self._refused | self._overflowed)
 
     # -- what we send -----------------------------------------------------------------------------------------
 
@@ -155,23 +177,41 @@ class RelaySession:
         return [self._req(sub_id, sub, self._resumed) for sub_id, sub in self._plan.subscriptions.items()]
 
     def set_plan(self, plan: Plan) -> list[Outgoing]:
-        """Make `plan` what the relay holds: CLOSEs for vanished subscriptions, REQs for new and changed ones.
+        """Make `plan` what the relay holds: CLOSEs for vanished subscriptions, REQs for new and changed ones, and
+        again for those that may have been refused for holding too many (the new plan is meant to fit).
 
-        These subscriptions start now, not at a disconnect, so they get the normal window even on a resume.
+        CLOSEs go first so that the relay has room for the REQs. These subscriptions start now, not at a
+        disconnect, so they get the normal window even on a resume.
         """
         diff = diff_plans(self._plan, plan)
         self._plan = plan
         frames: list[Outgoing] = []
         for sub_id in diff.close:
             self._refused.discard(sub_id)
+            self._overflowed.discard(sub_id)
+            self._pending.discard(sub_id)
             frames.append(Outgoing("CLOSE", orjson.dumps(["CLOSE", sub_id])))
-        frames.extend(self._req(sub_id, sub, resume=False) for sub_id, sub in diff.send.items())
+        retry = {sub_id: plan.subscriptions[sub_id] for sub_id in self._overflowed if sub_id not in diff.send}
+        self._overflows = 0
+        frames.extend(self._req(sub_id, sub, resume=False) for sub_id, sub in {**diff.send, **retry}.items())
         return frames
 
     def _req(self, sub_id: str, sub: Subscription, resume: bool) -> Outgoing:
-        since = self._since(sub.giftwrap, resume)
-        filters = [filter_ if "since" in filter_ else {**filter_, "since": since} for filter_ in sub.filters]
+        """A REQ whose filters each get their own window: one asking for gift wraps the long one."""
+        regular = giftwrap = None
+        filters = []
+        for filter_ in sub.filters:
+            if "since" in filter_:
+                filters.append(filter_)
+            elif asks_giftwrap(filter_):
+                giftwrap = self._since(True, resume) if giftwrap is None else giftwrap
+                filters.append({**filter_, "since": giftwrap})
+            else:
+                regular = self._since(False, resume) if regular is None else regular
+                filters.append({**filter_, "since": regular})
         self._refused.discard(sub_id)
+        self._overflowed.discard(sub_id)
+        self._pending.add(sub_id)
         return Outgoing("REQ", orjson.dumps(["REQ", sub_id, *filters]))
 
     def _since(self, giftwrap: bool, resume: bool) -> int:
@@ -223,7 +263,18 @@ class RelaySession:
     def _on_eose(self, message: list[Any]) -> list[Action]:
         if len(message) < 2 or not isinstance(message[1], str):
             raise _BadMessage("EOSE must name a subscription")
+        self._pending.discard(message[1])
+        self._overflowed.discard(message[1])  # answered after all: the relay holds it
         return []
+
+    def _overflow(self, sub_ids: set[str], sub_id: str | None, reason: str) -> Refused:
+        """Mark `sub_ids` as maybe refused for holding too many, and say how many the relay seems to hold."""
+        self._overflows += 1
+        self._overflowed |= sub_ids
+        if sub_id is not None:  # a CLOSED answers its REQ; after a NOTICE the others may still get their EOSE
+            self._pending.discard(sub_id)
+        held = len(self._plan.subscriptions) - len(self._refused) - self._overflows
+        return Refused(sub_id, reason, max(held, 0))
 
     def _on_closed(self, message: list[Any]) -> list[Action]:
         if len(message) < 2 or not isinstance(message[1], str):
@@ -240,13 +291,22 @@ class RelaySession:
                 self._auth_retried.add(sub_id)
                 return [self._req(sub_id, sub, self._resumed)]
         if sub is not None:
+            if _about_capacity(reason):
+                return [self._overflow({sub_id}, sub_id, reason)]
+            self._pending.discard(sub_id)
             self._refused.add(sub_id)
         return [Closed(sub_id, reason)]
 
     def _on_notice(self, message: list[Any]) -> list[Action]:
+        """A NOTICE is only text, unless it refuses a REQ: strfry answers one REQ too many with a NOTICE alone, and
+        names no subscription, so every REQ still awaiting its EOSE may be the refused one. Those whose EOSE
+        arrives after all are held; the others are re-sent with the next (smaller) plan."""
         if len(message) < 2 or not isinstance(message[1], str):
             raise _BadMessage("NOTICE must carry a string")
-        return [Notice(message[1])]
+        text = message[1]
+        if self._pending and _about_capacity(text):
+            return [self._overflow(set(self._pending), None, text)]
+        return [Notice(text)]
 
     def _on_auth(self, message: list[Any]) -> list[Action]:
         if len(message) < 2 or not isinstance(message[1], str) or not message[1]:
@@ -278,3 +338,8 @@ class RelaySession:
         "AUTH": _on_auth,
         "OK": _on_ok,
     }
+
+
+def _about_capacity(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in CAPACITY_WORDS)
