@@ -27,6 +27,7 @@ from bench.common import OUT_DIR, ROOT, machine
 
 BENCHES = {
     "ingest": ("bench_ingest.py", ["--profile"]),
+    "firehose": ("bench_firehose.py", []),
     "latency": ("bench_latency.py", []),
     "delivery": ("bench_delivery.py", []),
     "scale": ("bench_scale.py", []),

@@ -113,3 +113,44 @@ def test_size_checked_callers_skip_the_approximate_size() -> None:
         _admission().admit(event)
     assert caught.value.code == "too_large"
     assert _admission().admit(event, size_checked=True).id == event["id"]
+
+
+def test_screen_checks_shape_and_age_but_neither_id_nor_signature_and_records_nothing() -> None:
+    admission = _admission()
+    real = sign_event(KEYS, 1, "real")
+    forged = real.to_dict() | {"sig": "11" * 64}
+    screened = admission.screen(forged)
+    assert screened.id == real.id and real.id not in admission.seen
+    with pytest.raises(Rejected) as caught:
+        admission.screen(forged | {"kind": -1})
+    assert caught.value.code == "malformed"
+    before = _rejected_count("bad_signature")
+    with pytest.raises(Rejected) as caught:
+        admission.verify(screened)
+    assert caught.value.code == "bad_signature" and _rejected_count("bad_signature") == before + 1
+    assert real.id not in admission.seen
+
+
+def test_verify_records_the_id_so_the_next_copy_is_a_duplicate_unparsed() -> None:
+    admission = _admission()
+    event = sign_event(KEYS, 1, "hello")
+    admission.verify(admission.screen(event.to_dict()))
+    assert event.id in admission.seen
+    with pytest.raises(Rejected) as caught:
+        admission.screen({"id": event.id, "garbage": True})
+    assert caught.value.code == "duplicate"
+
+
+@pytest.mark.parametrize(("field", "code"), [("id", "bad_id"), ("sig", "bad_signature")])
+def test_upper_case_id_or_sig_passes_screen_and_is_refused_by_verify(field: str, code: str) -> None:
+    """Screening checks only the type and length of id and sig (an event that reaches nobody never pays for more);
+    verify refuses anything but lowercase hex, even an upper-case copy of a valid signature."""
+    admission = _admission()
+    obj = sign_event(KEYS, 1, "hello").to_dict()
+    obj[field] = obj[field].upper()
+    screened = admission.screen(obj)
+    before = _rejected_count(code)
+    with pytest.raises(Rejected) as caught:
+        admission.verify(screened)
+    assert caught.value.code == code and _rejected_count(code) == before + 1
+    assert obj["id"] not in admission.seen

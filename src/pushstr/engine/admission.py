@@ -1,7 +1,10 @@
 """Admission: the single gate every event passes, whichever relay or endpoint it came from.
 
-Order matters for speed: cheap shape and dedupe checks come before the id hash and the signature check, so an
-event seen on five relays is verified once.
+Order matters for speed. `screen` does the cheap part (dedupe by the stated id, strict shape, size, age) and
+`verify` the costly one (the id hash and the BIP-340 signature), so an event seen on five relays is verified once;
+between the two the relay path asks whether the event would do anything at all (`Pipeline.on_relay_event`), and
+an event that reaches nobody is dropped unverified (`drop_unmatched`). Only `verify` records an id in `SeenIds`,
+so an id there always belongs to an event whose id and signature were checked.
 """
 
 from __future__ import annotations
@@ -18,10 +21,20 @@ from pushstr.nostr.event import Event
 ADMITTED = LoopCounter("pushstr_events_admitted", "Events that passed admission")
 REJECTED = LoopCounter(
     "pushstr_events_rejected",
-    "Events refused by admission",
+    "Events refused by admission; `unmatched` ones reached nobody and were dropped without being verified",
     ["reason"],
     initial=[
-        (reason,) for reason in ("malformed", "bad_id", "bad_signature", "duplicate", "too_old", "future", "too_large")
+        (reason,)
+        for reason in (
+            "malformed",
+            "bad_id",
+            "bad_signature",
+            "duplicate",
+            "too_old",
+            "future",
+            "too_large",
+            "unmatched",
+        )
     ],
 )
 
@@ -68,12 +81,20 @@ class Admission:
         return Rejected(prefix, code, reason)
 
     def admit(self, obj: Any, now: float | None = None, *, size_checked: bool = False) -> Event:
-        """The verified event, or `Rejected` (with a NIP-01 prefix) for anything that must not go further.
+        """The verified event, or `Rejected` (with a NIP-01 prefix) for anything that must not go further:
+        `screen` then `verify`, for callers that answer every event (the built-in endpoint)."""
+        event = self.screen(obj, now, size_checked=size_checked)
+        self.verify(event)
+        return event
+
+    def screen(self, obj: Any, now: float | None = None, *, size_checked: bool = False) -> Event:
+        """The parsed but unverified event, or `Rejected`: dedupe, shape, size and age, no hashing.
 
         A frame whose id was seen is a duplicate before it is parsed: that is the common case with several
-        relays, and a forged copy of a known id is harmless (the id was already handled). `size_checked` says
-        the caller already bounded the raw frame by `max_event_bytes` plus its envelope, as relay connections
-        do, so the approximate size need not be summed again.
+        relays, and a forged copy of a known id is harmless (the id was already handled, and only verified
+        events are in `SeenIds`). `size_checked` says the caller already bounded the raw frame by
+        `max_event_bytes` plus its envelope, as relay connections do, so the approximate size need not be
+        summed again. Nothing is recorded: the event's id and signature are still unchecked.
         """
         if type(obj) is dict:
             stated = obj.get("id")
@@ -90,6 +111,14 @@ class Admission:
             raise self._reject("invalid", "too_old", "event is older than this server accepts")
         if event.created_at > current + self._limits.max_future_seconds:
             raise self._reject("invalid", "future", "created_at is too far in the future")
+        return event
+
+    def verify(self, event: Event) -> None:
+        """Check a screened event's id and signature, or raise `Rejected`; then remember its id as seen.
+
+        Recording happens here and only here, after both checks, so a forged copy (right id, wrong fields or
+        signature) can never make the real event look like a duplicate.
+        """
         try:
             digest = event.id_digest()
         except InvalidEvent:
@@ -100,4 +129,7 @@ class Admission:
             raise self._reject("invalid", "bad_signature", "bad signature")
         self._seen.add(event.id)
         ADMITTED.inc()
-        return event
+
+    def drop_unmatched(self) -> None:
+        """Count a screened event dropped unverified because no device and no kind handler wanted it."""
+        REJECTED.inc("unmatched")

@@ -3,6 +3,10 @@
 Relays are the log: after a restart pushstr re-reads a since-window from its relays, so the ids of events it
 already handled are kept by the outbox's commits (`delivery.outbox`) and seeded back into `SeenIds` at start.
 Only handled ids are kept: the stream of events that matched nobody is far larger and harmless to re-read.
+
+While running, only ids whose event passed the id and signature checks are added (`Admission.verify`): an id
+here makes later copies duplicates unread, so an unverified, possibly forged copy must never put it here. Relay
+events that reach nobody are never verified, so they are not remembered either; their repeats are cheap.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The event path in one place: admission → kind handlers → match → notification → delivery.
 
-Relays and the built-in endpoint both call `Pipeline.ingest`; dialects that speak over Nostr events (kind 22456
-push settings, …) register a handler for their kind and see only admitted, verified events.
+The relay pool calls `Pipeline.on_relay_event` (match before verify) and the built-in endpoint `Pipeline.ingest`
+(verify everything, since it answers each event); dialects that speak over Nostr events (kind 22456 push
+settings, …) register a handler for their kind and see only admitted, verified events.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from prometheus_client import Counter
 from pushstr.config import AppConfig
 from pushstr.delivery.render import MODES_WITH_EVENT, payload_mode
 from pushstr.engine.admission import Admission, Rejected
-from pushstr.engine.match import DevicesFor, match_event
+from pushstr.engine.match import DevicesFor, Match, match_event
 from pushstr.logutil import RateLimitedLog
 from pushstr.metrics import LoopCounter
 from pushstr.nostr.event import Event
@@ -130,38 +131,77 @@ class Pipeline:
         self._handlers[kind] = handler
 
     def on_relay_event(self, obj: dict[str, Any], relay_url: str) -> None:
-        """Sink for the relay pool: results are counted by admission; nothing to answer. Relay connections drop
-        frames larger than `max_event_bytes` plus the envelope before they get here."""
+        """Sink for the relay pool: match before verify; results are counted by admission, nothing to answer.
+
+        Most of what a relay sends reaches nobody, so the id hash and the signature check, the costly part of
+        admission, are paid only for an event that would do something: one of a kind with a handler (kind 0
+        profiles, kind 22456 settings, …: they change state, so they are always verified) or one that matches at
+        least one device. The rest is dropped unverified and counted as `unmatched`.
+
+        Why this is safe: the match of the screened, unverified event only decides whether to verify. Nothing
+        leaves the pipeline, and no id enters `SeenIds` or the handled log, before `verify` passed. A forged event
+        that names a registered user is verified and refused as before. A forged event that names nobody costs a
+        shape check and a few dict lookups and is not remembered, so it cannot shadow the real event with the same
+        id arriving later. A real event that reaches nobody is not remembered either (an unverified "reached
+        nobody" memory would let a forged copy that names a stranger suppress the real one): a repeat is
+        screened and matched again, which is cheap. The matches found before verifying are the ones notified:
+        verifying changes nothing they depend on.
+
+        Relay connections drop frames larger than `max_event_bytes` plus the envelope before they get here.
+        """
+        admission = self._admission
         try:
-            event = self._admission.admit(obj, size_checked=True)
+            event = admission.screen(obj, size_checked=True)
         except Rejected:
             return
-        self._route(event, relay_url)
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            try:
+                admission.verify(event)
+            except Rejected:
+                return
+            self._handle(event, handler)
+            return
+        matches = match_event(event, self._devices_for, self._devices_for_group, relay_url)
+        if not matches:
+            admission.drop_unmatched()
+            return
+        try:
+            admission.verify(event)
+        except Rejected:
+            return
+        self._notify(event, matches, relay_url)
 
     def ingest(self, obj: Any, relay_url: str | None = None) -> IngestResult:
+        """Admit and route an event sent to the built-in endpoint; the result is its NIP-01 OK.
+
+        Unlike the relay path, every event is verified before matching, whether it reaches anyone or not: the
+        client is told whether its event was accepted, so `OK true` must mean a checked id and signature, and a
+        forged event must be answered `invalid:` rather than dropped in silence. Events are sent here on purpose,
+        one client at a time, so few of those checks are wasted.
+        """
         try:
             event = self._admission.admit(obj)
         except Rejected as exc:
             accepted = exc.code == "duplicate"
             return IngestResult(accepted, exc.message, obj.get("id") if isinstance(obj, dict) else None)
-        return IngestResult(True, "", event.id, self._route(event, relay_url))
-
-    def _route(self, event: Event, relay_url: str | None) -> int:
-        """Hand an admitted event to its kind's handler, or match and notify; how many notifications were queued."""
         handler = self._handlers.get(event.kind)
-        if handler is None:
-            return self._notify(event, relay_url)
+        if handler is not None:
+            self._handle(event, handler)
+            return IngestResult(True, "", event.id)
+        matches = match_event(event, self._devices_for, self._devices_for_group, relay_url)
+        return IngestResult(True, "", event.id, self._notify(event, matches, relay_url) if matches else 0)
+
+    def _handle(self, event: Event, handler: KindHandler) -> None:
+        """Hand a verified event to its kind's handler; a failing handler is counted and logged, never raised."""
         try:
             handler(event)
         except Exception:
             HANDLER_ERRORS.labels(str(event.kind)).inc()
             _rate_log.warning(f"handler-{event.kind}", "kind %d handler failed", event.kind, exc_info=True)
-        return 0
 
-    def _notify(self, event: Event, relay_url: str | None) -> int:
-        matches = match_event(event, self._devices_for, self._devices_for_group, relay_url)
-        if not matches:
-            return 0
+    def _notify(self, event: Event, matches: list[Match], relay_url: str | None) -> int:
+        """Notify the devices a verified event matched (at least one); how many notifications were queued."""
         MATCHED.inc()
         self._handled.record(event.id)
         sent = 0
