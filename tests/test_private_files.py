@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import stat
 from pathlib import Path
 
@@ -26,10 +27,13 @@ async def test_the_data_dir_and_its_files_are_private(tmp_path: Path) -> None:
     )
     server = RunningServer(settings)
     await server.start()
+    token = "fcm-" + secrets.token_urlsafe(24)
     try:
-        await register(server, nostr_sdk.Keys.generate(), "a-device-token")
+        await register(server, nostr_sdk.Keys.generate(), token)
     finally:
         await server.stop()
+    # Sealed at rest: no file in the data directory holds the token's bytes.
+    assert not [path.name for path in data.iterdir() if token.encode() in path.read_bytes()]
     modes = _modes(data)
     assert {"pushstr.sqlite3", "vapid_private_key.pem", "push.log"} <= set(modes)
     assert modes == dict.fromkeys(modes, 0o600)

@@ -35,6 +35,7 @@ from pushstr.registry.storage import Store
 from pushstr.relays.planner import Interest
 from pushstr.relays.pool import RelayPool
 from pushstr.store import open_store
+from pushstr.store.sealing import TokenSeal
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys: Keys = load_server_keys(settings)
-        self.store: Store = open_store(settings.store_url)
+        self.store: Store = open_store(settings.store_url, TokenSeal(bytes.fromhex(self.keys.secret_hex)))
         self.registry = Registry(self.store, settings.registration.max_devices_per_pubkey)
         self.seen = SeenIds(settings.nostr.dedupe_memory)
         profiles = MemoryProfileCache()

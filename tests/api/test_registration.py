@@ -23,6 +23,7 @@ from pushstr.nostr.nip98 import build_authorization
 from tests.harness import make_settings, wait_until
 
 BASE = "http://pushstr.test"
+SERVER_SECRET = Keys.generate().secret_hex
 USER = Keys.generate()
 OTHER = Keys.generate()
 TOKEN = "a1" * 32
@@ -70,7 +71,7 @@ def _register_body(**overrides: Any) -> dict[str, Any]:
 
 
 async def _open(data_dir: Path) -> AsyncIterator[Api]:
-    settings = make_settings(data_dir, [], Keys.generate().secret_hex)
+    settings = make_settings(data_dir, [], SERVER_SECRET)  # one key: the store's tokens are sealed with it
     service = Service(settings)
     await service.start()
     app = create_app(service, manage_service=False)
@@ -152,7 +153,7 @@ async def test_the_event_itself_is_checked(api: Api, alteration: str, status: in
         ),
         ({"signed_url": "https://pushstr.test/register"}, f"expected {BASE}/register"),
         ({"signed_method": "GET"}, "method tag does not match the request: expected POST"),
-        ({"created_at": int(time.time()) - 600}, "token too old: created_at is 6"),
+        ({"created_at": int(time.time()) - 600}, "token too old: created_at is"),
         ({"created_at": int(time.time()) + 600}, "token too far in the future"),
         ({"signed_body": b'{"npub": "someone else"}'}, "payload tag does not match the sha256 of the body"),
         ({"signed_body": b""}, "missing payload tag"),

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from pushstr.registry.model import NO_AUTHORS, Mode, Platform, Registration, stored_registration
+from pushstr.store.sealing import UNSEALED, Sealer
 
 _PLATFORMS: dict[str, Platform] = {platform.value: platform for platform in Platform}
 _MODES: dict[str, Mode] = {mode.value: mode for mode in Mode}
@@ -70,11 +71,13 @@ class RowDecoder:
     the data is hostile, so they are capped.
     """
 
-    __slots__ = ("_authors", "_kinds", "_words")
+    __slots__ = ("_authors", "_kinds", "_seal", "_words")
 
     _MAX_SHARED = 10_000
 
-    def __init__(self) -> None:
+    def __init__(self, seal: Sealer = UNSEALED) -> None:
+        """`seal` opens the stored device tokens and Web Push keys (see `sealing`)."""
+        self._seal = seal
         self._kinds: dict[str, frozenset[int]] = {}
         self._words: dict[str, tuple[str, ...]] = {}
         self._authors: dict[str, frozenset[str]] = {}
@@ -103,8 +106,9 @@ class RowDecoder:
         """The registrations of a batch of rows; `skip` is told about each row this release cannot read.
 
         The start-up hot loop: a million rows pass through here, so the common row (a known platform and mode,
-        an already seen kind set) is built inline through `stored_registration`, its empty lists costing one
-        `is None` test each; anything else takes `registration`, which validates and decodes it fully.
+        an already seen kind set, no Web Push keys) is built inline through `stored_registration`, its empty lists
+        costing one `is None` test each; anything else takes `registration`, which validates and decodes it fully.
+        A token that does not open (sealed under another server key) skips its row like any unreadable one.
         """
         decoded: list[Registration] = []
         append = decoded.append
@@ -112,6 +116,7 @@ class RowDecoder:
         modes = _MODES
         kinds_seen = self._kinds
         words = self.words
+        open_token = self._seal.open
         authors_of = self.authors
         intern = sys.intern
         build = stored_registration
@@ -135,16 +140,27 @@ class RowDecoder:
             platform_value = platforms.get(platform)
             kind_set = kinds_seen.get(kinds)
             mode_value = None if mode is None else modes.get(mode)
-            if platform_value is None or kind_set is None or (mode_value is None and mode is not None):
+            if (
+                platform_value is None
+                or kind_set is None
+                or (mode_value is None and mode is not None)
+                or p256dh is not None
+                or auth is not None
+            ):
                 try:
                     append(self.registration(row))
                 except ValueError as exc:
                     skip(row, exc)
                 continue
+            try:
+                opened = open_token(token)
+            except ValueError as exc:
+                skip(row, exc)
+                continue
             append(
                 build(
                     pubkey,
-                    token,
+                    opened,
                     platform_value,
                     intern(app),
                     intern(dialect),
@@ -187,18 +203,19 @@ class RowDecoder:
             mode_value = None if mode is None else _MODES[mode]
         except KeyError:
             raise ValueError(f"unknown mode {mode!r}") from None
+        seal = self._seal
         # Positional: measurably faster than keywords at a million rows; the round-trip test pins the order.
         return Registration(
             pubkey,
-            token,
+            seal.open(token),
             platform_value,
             sys.intern(app),
             sys.intern(dialect),
             self.kinds(kinds),
             created_at,
             mode_value,
-            p256dh,
-            auth,
+            seal.open_optional(p256dh),
+            seal.open_optional(auth),
             device_pubkey,
             True,
             self.words(groups) if groups else (),
@@ -207,23 +224,24 @@ class RowDecoder:
         )
 
 
-def registration_to_row(reg: Registration) -> dict[str, Any]:
-    """The column values of a registration; ValueError for one that must stay in memory or cannot be encoded."""
+def registration_to_row(reg: Registration, seal: Sealer = UNSEALED) -> dict[str, Any]:
+    """The column values of a registration, its token and Web Push keys sealed with `seal`; ValueError for one
+    that must stay in memory or cannot be encoded."""
     if not reg.persistent:
         raise ValueError("a registration with persistent=False must not be stored")
     if reg.expires_at is not None:
         raise ValueError("a registration with expires_at lives in memory only and must not be stored")
     return {
         "pubkey": reg.pubkey,
-        "device_token": reg.device_token,
+        "device_token": seal.seal(reg.device_token),
         "platform": reg.platform.value,
         "app": reg.app,
         "dialect": reg.dialect,
         "kinds": encode_kinds(reg.kinds),
         "created_at": float(reg.created_at),
         "mode": None if reg.mode is None else str(reg.mode),
-        "webpush_p256dh": reg.webpush_p256dh,
-        "webpush_auth": reg.webpush_auth,
+        "webpush_p256dh": seal.seal_optional(reg.webpush_p256dh),
+        "webpush_auth": seal.seal_optional(reg.webpush_auth),
         "device_pubkey": reg.device_pubkey,
         "groups": _encode_words(reg.groups, "groups"),
         "authors": _encode_words(sorted(reg.authors), "authors"),

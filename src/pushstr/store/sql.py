@@ -18,6 +18,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.migrations import migrate
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
 from pushstr.store.schema import outbox, pushed_events, registrations, used_tokens
+from pushstr.store.sealing import PREFIX, UNSEALED, Sealer
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     cursor = dbapi_connection.cursor()
     _enable_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Deleted and overwritten content is zeroed rather than left in free pages: a removed device's sealed token,
+    # and on the first start of sealing the plain tokens it replaced, do not linger in the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -107,8 +112,10 @@ def _sqlite_on_begin(conn: Connection) -> None:
 _OUTBOX_COLUMNS = tuple(outbox.c[name] for name in OutboxRow.__slots__)
 
 
-def _outbox_values(row: OutboxRow) -> dict[str, object]:
-    return {name: getattr(row, name) for name in OutboxRow.__slots__}
+def _outbox_values(row: OutboxRow, seal: Sealer) -> dict[str, object]:
+    values = {name: getattr(row, name) for name in OutboxRow.__slots__}
+    values["device_token"] = seal.seal(row.device_token)
+    return values
 
 
 def _private_sqlite(database: Path) -> None:
@@ -126,8 +133,11 @@ def _private_sqlite(database: Path) -> None:
 class SqlStore:
     """`Store` on a SQLAlchemy URL: `sqlite+aiosqlite:///…` or `postgresql+asyncpg://…`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, seal: Sealer = UNSEALED) -> None:
+        """`seal` seals device tokens and Web Push keys at rest (`sealing.TokenSeal`, from the server key);
+        `UNSEALED` stores them as they are."""
         self._url = parse_store_url(url)
+        self._seal = seal
         self.backend = self._url.get_backend_name()
         if self.backend == "sqlite":
             engine = create_async_engine(self._url, connect_args={"timeout": CONNECT_TIMEOUT})
@@ -199,6 +209,8 @@ class SqlStore:
             if self.backend == "sqlite" and self._url.database not in (None, "", ":memory:"):
                 _private_sqlite(Path(self._url.database))
             version = await migrate(self._writer)
+            if self._seal is not UNSEALED:
+                await self._seal_plain_rows()
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(f"cannot open store {self.safe_url}: {exc}") from exc
         logger.info("store open: %s, schema version %d", self.backend, version)
@@ -219,13 +231,13 @@ class SqlStore:
         return True
 
     async def save_registration(self, reg: Registration) -> None:
-        row = registration_to_row(reg)
+        row = registration_to_row(reg, self._seal)
         async with self._writer.begin() as conn:
             await conn.execute(self._upsert, row)
 
     async def delete_registration(self, pubkey: str, device_token: str) -> bool:
         statement = delete(registrations).where(
-            registrations.c.pubkey == pubkey, registrations.c.device_token == device_token
+            registrations.c.pubkey == pubkey, registrations.c.device_token == self._seal.seal(device_token)
         )
         async with self._writer.begin() as conn:
             result = await conn.execute(statement)
@@ -233,7 +245,8 @@ class SqlStore:
 
     async def delete_token(self, device_token: str) -> list[Registration]:
         # One statement (DELETE … RETURNING), so the transaction never upgrades from reading to writing.
-        statement = delete(registrations).where(registrations.c.device_token == device_token).returning(*self._columns)
+        sealed = self._seal.seal(device_token)
+        statement = delete(registrations).where(registrations.c.device_token == sealed).returning(*self._columns)
         async with self._writer.begin() as conn:
             rows = (await conn.execute(statement)).all()
         return self._decode(rows)
@@ -251,7 +264,7 @@ class SqlStore:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
-        decoder = RowDecoder()
+        decoder = RowDecoder(self._seal)
         async with self._engine.connect() as conn:
             if self.backend == "sqlite":
                 batches = self._sqlite_rows(conn, batch_size)
@@ -281,15 +294,16 @@ class SqlStore:
     async def write_outbox(self, write: OutboxWrite) -> None:
         if not write:
             return
+        seal = self._seal
         async with self._writer.begin() as conn:
             if write.added:
-                await conn.execute(self._insert_outbox, [_outbox_values(row) for row in write.added])
+                await conn.execute(self._insert_outbox, [_outbox_values(row, seal) for row in write.added])
             if write.retried:
                 params = [
                     {
                         "k_event": attempt.key[0],
                         "k_pubkey": attempt.key[1],
-                        "k_token": attempt.key[2],
+                        "k_token": seal.seal(attempt.key[2]),
                         "attempts": attempt.attempts,
                         "next_attempt_at": attempt.next_attempt_at,
                         "last_reason": attempt.last_reason,
@@ -298,11 +312,11 @@ class SqlStore:
                 ]
                 await conn.execute(self._update_outbox, params)
             if write.finished:
-                params = [{"k_event": e, "k_pubkey": p, "k_token": t} for e, p, t in write.finished]
+                params = [{"k_event": e, "k_pubkey": p, "k_token": seal.seal(t)} for e, p, t in write.finished]
                 await conn.execute(self._delete_outbox, params)
             if write.statuses:
                 statuses = [
-                    {"k_pubkey": s.pubkey, "k_token": s.device_token, "at": s.at, "outcome": s.outcome}
+                    {"k_pubkey": s.pubkey, "k_token": seal.seal(s.device_token), "at": s.at, "outcome": s.outcome}
                     for s in write.statuses
                 ]
                 await conn.execute(self._update_status, statuses)
@@ -317,13 +331,23 @@ class SqlStore:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(statement)).all()
-        return {token: DeliveryStatus(pubkey, token, float(at), str(outcome)) for token, at, outcome in rows}
+        statuses = {}
+        for stored, at, outcome in rows:
+            token = self._seal.open(stored)
+            statuses[token] = DeliveryStatus(pubkey, token, float(at), str(outcome))
+        return statuses
 
     async def load_outbox(self) -> list[OutboxRow]:
         statement = select(*_OUTBOX_COLUMNS).order_by(outbox.c.enqueued_at)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(statement)).all()
-        return [OutboxRow(*row) for row in rows]
+        pending = []
+        for row in rows:
+            try:
+                pending.append(replace(OutboxRow(*row), device_token=self._seal.open(row.device_token)))
+            except ValueError:
+                self._warn.warning("outbox-seal", "a pending push whose token does not open was left out")
+        return pending
 
     async def pushed_since(self, since: int) -> list[str]:
         statement = select(pushed_events.c.event_id).where(pushed_events.c.seen_at >= since)
@@ -347,8 +371,67 @@ class SqlStore:
             result = await conn.execute(statement)
         return int(result.rowcount)
 
+    async def _seal_plain_rows(self) -> None:
+        """Seal the tokens and Web Push keys of rows stored before sealing (or by a store opened without the
+        server key), in one transaction: after the first start of this release no row names a device."""
+        reg, box, seal = registrations.c, outbox.c, self._seal
+        async with self._writer.begin() as conn:
+            plain = (
+                await conn.execute(
+                    select(reg.pubkey, reg.device_token, reg.webpush_p256dh, reg.webpush_auth).where(
+                        reg.device_token.not_like(f"{PREFIX}%")
+                    )
+                )
+            ).all()
+            if plain:
+                await conn.execute(
+                    update(registrations)
+                    .where((reg.pubkey == bindparam("k_pubkey")) & (reg.device_token == bindparam("k_token")))
+                    .values(
+                        device_token=bindparam("sealed"),
+                        webpush_p256dh=bindparam("p256dh"),
+                        webpush_auth=bindparam("auth"),
+                    ),
+                    [
+                        {
+                            "k_pubkey": pubkey,
+                            "k_token": token,
+                            "sealed": seal.seal(token),
+                            "p256dh": seal.seal_optional(p256dh),
+                            "auth": seal.seal_optional(auth),
+                        }
+                        for pubkey, token, p256dh, auth in plain
+                    ],
+                )
+            pending = (
+                await conn.execute(
+                    select(box.event_id, box.pubkey, box.device_token).where(box.device_token.not_like(f"{PREFIX}%"))
+                )
+            ).all()
+            if pending:
+                await conn.execute(
+                    update(outbox)
+                    .where(
+                        (box.event_id == bindparam("k_event"))
+                        & (box.pubkey == bindparam("k_pubkey"))
+                        & (box.device_token == bindparam("k_token"))
+                    )
+                    .values(device_token=bindparam("sealed")),
+                    [
+                        {"k_event": event_id, "k_pubkey": pubkey, "k_token": token, "sealed": seal.seal(token)}
+                        for event_id, pubkey, token in pending
+                    ],
+                )
+        if plain or pending:
+            if self.backend == "sqlite":  # the old pages, zeroed, into the file; the WAL that held them emptied
+                async with self._engine.connect() as conn:  # on the driver: a pragma outside any transaction
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    if driver is not None:
+                        await (await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")).close()
+            logger.info("sealed %d stored device tokens and %d pending pushes", len(plain), len(pending))
+
     def _decode(self, rows: Sequence[Sequence[Any]]) -> list[Registration]:
-        decoder = RowDecoder()
+        decoder = RowDecoder(self._seal)
         decoded = []
         for row in rows:
             try:
