@@ -3,7 +3,8 @@
 Measures, on one generated SQLite database:
 - cold start of the real server (`pushstr serve` in a subprocess) until `GET /ready` answers 200, and its RSS;
 - the cost of matching one event (`match_event`) against an in-process registry of the same size;
-- what the relay planner asks one relay for at 100 000 registrations (REQs, filters, bytes on the wire).
+- what the relay planner asks one relay for at 100 000 registrations and at the full size (REQs, filters,
+  connections, bytes on the wire, time to plan).
 
 The database is built through pushstr's own store (its migrations create the schema) and then bulk-filled with
 stdlib sqlite3, so pushstr reads exactly what it would have written: a realistic mix of platforms, apps,
@@ -423,8 +424,9 @@ async def _load_registry(url: str) -> tuple[Registry, float]:
     return registry, elapsed
 
 
-def match_cost(dataset: Dataset, count: int, repeats: int, seed: int) -> dict[str, Any]:
-    """Load the registry in-process (as the server does) and time `match_event` over `count` events."""
+def match_cost(dataset: Dataset, count: int, repeats: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load the registry in-process (as the server does) and time `match_event` over `count` events; also the
+    relay plan for this registry (`planner_figures`), while it is loaded."""
     rss_before = _proc_status(os.getpid()).get("VmRSS", 0)
     registry, load_s = asyncio.run(_load_registry(f"sqlite+aiosqlite:///{dataset.path}"))
     rss_loaded = _proc_status(os.getpid()).get("VmRSS", 0)
@@ -445,9 +447,6 @@ def match_cost(dataset: Dataset, count: int, repeats: int, seed: int) -> dict[st
 
     best = _best_time(run, repeats)
     floor = _best_time(bare, repeats)
-    started = time.perf_counter()
-    plan = Planner(NostrConfig().filter_chunk_size).plan(Interest(p=registry.interest(), e=registry.group_interest()))
-    plan_s = time.perf_counter() - started
     return {
         "events": count,
         "matches": matched,
@@ -457,19 +456,15 @@ def match_cost(dataset: Dataset, count: int, repeats: int, seed: int) -> dict[st
         "registry_load_in_process_s": round(load_s, 3),
         "registry_rss_in_process_bytes": rss_loaded - rss_before,
         "registrations_loaded": len(registry.registrations()),
-        "plan_at_full_size_s": round(plan_s, 3),
-        "plan_at_full_size_reqs": plan.req_count,
-        "plan_at_full_size_filters": plan.filter_count,
-    }
+    }, planner_figures(registry)
 
 
 # --- planner ----------------------------------------------------------------------------------------------------
 
 
-def planner_figures(dataset: Dataset) -> dict[str, Any]:
+def planner_figures(registry: Registry) -> dict[str, Any]:
     """The plan one relay with strfry's default limits gets for this registry, with the server's own extra filter
-    (kind 22456 to the server): REQs, filters, connections and bytes on the wire."""
-    registry, _ = asyncio.run(_load_registry(f"sqlite+aiosqlite:///{dataset.path}"))
+    (kind 22456 to the server): REQs (subscriptions), filters, connections, bytes on the wire and time to plan."""
     config = NostrConfig()
     server_pubkey = "f" * 64
     interest = Interest(
@@ -563,11 +558,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"VmHWM {run['hwm_bytes'] / MIB:.0f} MiB",
                 flush=True,
             )
-        matching = match_cost(dataset, event_count, repeats, args.seed)
+        matching, full_plan = match_cost(dataset, event_count, repeats, args.seed)
         print(f"match: {matching['us_per_event']:.2f} µs/event", flush=True)
         gc.collect()
         small = build_database(data_dir / "planner.sqlite3", planned, args.seed + 1)
-        planning = planner_figures(small)
+        planning = planner_figures(asyncio.run(_load_registry(f"sqlite+aiosqlite:///{small.path}"))[0])
 
     ready = statistics.median(run["ready_s"] for run in runs)
     cpu = statistics.median(run["cpu_s_at_ready"] for run in runs)
@@ -603,15 +598,19 @@ def main(argv: list[str] | None = None) -> int:
             None,
             command,
         ),
-        Row(
-            f"planner at {_size_label(planned)} registrations: REQs / filters / connections per relay",
-            f"{planning['reqs']} REQs / {planning['filters']} filters / {planning['connections']} connections "
-            f"({planning['req_bytes_total'] / MIB:.1f} MiB)",
-            "-",
-            None,
-            "-",
-            None,
-            command,
+        *(
+            Row(
+                f"planner at {_size_label(figures['registrations'])} registrations: subscriptions / connections / "
+                "bytes per relay, time to plan",
+                f"{figures['reqs']} REQs / {figures['connections']} connections / "
+                f"{figures['req_bytes_total'] / MIB:.1f} MiB, planned in {figures['plan_s']:.2f} s",
+                "-",
+                None,
+                "-",
+                None,
+                command,
+            )
+            for figures in (planning, full_plan)
         ),
     ]
     details = {
@@ -628,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         "hwm_bytes_max": hwm,
         "match": matching,
         "planner": planning,
+        "planner_full_size": full_plan,
     }
     write_report(args.json, "scale", rows, details)
     return 0

@@ -31,6 +31,7 @@ BENCHES = {
     "latency": ("bench_latency.py", []),
     "delivery": ("bench_delivery.py", []),
     "scale": ("bench_scale.py", []),
+    "subscriptions": ("bench_subscriptions.py", []),
     "nostr": ("bench_nostr.py", []),
 }
 """Name → (script, extra arguments of the full run). The order is the order of the table."""

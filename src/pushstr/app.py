@@ -1,8 +1,9 @@
 """Composition root: builds the components from the settings, starts them in order and stops them in reverse.
 
 Start: store (schema migrated) → registry index rebuilt → dialects → handled ids seeded → delivery (resuming the
-outbox) → relay pool (whose catch-up then skips what the outbox already holds).
-Stop: dialects → relay pool (no new events) → delivery drained (what is not final stays in the outbox) → store.
+outbox) → relay discovery → relay pool (whose catch-up then skips what the outbox already holds).
+Stop: dialects → relay discovery → relay pool (no new events) → delivery drained (what is not final stays in the
+outbox) → store.
 
 Every dialect is wired by the same loop (`DIALECTS`): its kind handlers go to the pipeline, its relay filters
 into the subscription plan, its router into the HTTP app (`api.app`).
@@ -16,6 +17,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pushstr.config import Settings
 from pushstr.delivery.stage import Delivery, build_delivery
@@ -32,6 +34,7 @@ from pushstr.nostr.kinds import Kind
 from pushstr.private_files import private_dir
 from pushstr.registry.service import Registry
 from pushstr.registry.storage import Store
+from pushstr.relays.discovery import LIST_KINDS, RelayDiscovery
 from pushstr.relays.planner import Interest
 from pushstr.relays.pool import RelayPool
 from pushstr.store import open_store
@@ -62,7 +65,15 @@ class Service:
         )
         self.presence = Presence(settings.dialects.push_settings.heartbeat_timeout_seconds)
         self.pipeline = Pipeline(
-            Admission(AdmissionLimits(settings.nostr.max_event_bytes, settings.nostr.max_event_age_seconds), self.seen),
+            Admission(
+                AdmissionLimits(
+                    settings.nostr.max_event_bytes,
+                    settings.nostr.max_event_age_seconds,
+                    # a current profile or relay list may be years old
+                    ageless_kinds=frozenset({Kind.METADATA, *LIST_KINDS}),
+                ),
+                self.seen,
+            ),
             self.registry.devices_for,
             self.delivery,
             settings.apps,
@@ -79,6 +90,11 @@ class Service:
             settings.nostr,
             update_interval=settings.nostr.relay_update_interval_seconds,
         )
+        self.discovery: RelayDiscovery | None = None
+        if settings.discovery.enabled:
+            self.discovery = RelayDiscovery(settings.discovery, settings.nostr.relays, self.pool.set_relay_interest)
+            for kind in LIST_KINDS:
+                self.pipeline.add_kind_handler(kind, self.discovery.on_relay_list)
         context = DialectContext(
             settings,
             self.keys,
@@ -100,11 +116,16 @@ class Service:
         self._unsubscribe: Callable[[], None] | None = None
 
     def _replan(self) -> None:
+        interest = self.registry.interest()
+        lists: tuple[dict[str, Any], ...] = ()
+        if self.discovery is not None:
+            self.discovery.update(interest)
+            lists = self.discovery.filters()
         self.pool.set_interest(
             Interest(
-                p=self.registry.interest(),
+                p=interest,
                 e=self.registry.group_interest(),
-                extra=(*self._dialect_filters, *self.profile_watch.filters()),
+                extra=(*self._dialect_filters, *self.profile_watch.filters(), *lists),
             )
         )
 
@@ -126,6 +147,8 @@ class Service:
             horizon = int(time.time()) - self.settings.nostr.max_event_age_seconds
             self.seen.update(await self.store.pushed_since(horizon))
             await self.delivery.start(self.registry.device)
+            if self.discovery is not None:
+                await self.discovery.start()
             self._unsubscribe = self.registry.subscribe(self._replan)
             self._replan()
             await self.pool.start()
@@ -159,6 +182,8 @@ class Service:
             self._unsubscribe = None
         for dialect in reversed(self.dialects):
             await dialect.stop()
+        if self.discovery is not None:
+            await self.discovery.stop()
         await self.pool.close()
         await self.delivery.close()
         await self.store.close()

@@ -78,6 +78,14 @@ class ServerConfig(_Section):
         return entries
 
 
+def _relay_urls(relays: list[str]) -> list[str]:
+    """Refuse at start what the relay pool would refuse later: it connects to `ws://` and `wss://` only."""
+    for url in relays:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"relay URL must start with ws:// or wss://: {url!r}")
+    return relays
+
+
 class NostrConfig(_Section):
     relays: list[str] = Field(
         default_factory=lambda: list(DEFAULT_RELAYS), description="relays to watch (`ws://` or `wss://`)"
@@ -105,10 +113,28 @@ class NostrConfig(_Section):
     @field_validator("relays")
     @classmethod
     def _relay_urls(cls, relays: list[str]) -> list[str]:
-        for url in relays:
-            if not url.startswith(("ws://", "wss://")):
-                raise ValueError(f"relay URL must start with ws:// or wss://: {url!r}")
-        return relays
+        return _relay_urls(relays)
+
+
+class DiscoveryConfig(_Section):
+    """The inbox relays users name themselves (NIP-17 kind 10050, NIP-65 kind 10002), watched for them only."""
+
+    enabled: bool = Field(
+        True, description="read registered users' kind 10050 and 10002 relay lists and watch the relays they name"
+    )
+    indexer_relays: list[str] = Field(
+        default_factory=list, description="relays asked for those lists only, besides `nostr.relays`"
+    )
+    max_relays_per_user: int = Field(5, ge=0, le=50, description="listed relays watched for one user")
+    max_relays: int = Field(
+        200, ge=0, description="listed relays watched in total; past it, those serving the fewest users are left out"
+    )
+    allow_private_relays: bool = Field(False, description="accept loopback/private relay addresses from relay lists")
+
+    @field_validator("indexer_relays")
+    @classmethod
+    def _relay_urls(cls, relays: list[str]) -> list[str]:
+        return _relay_urls(relays)
 
 
 class StoreConfig(_Section):
@@ -433,6 +459,7 @@ def _platform_app(apps: Mapping[str, Any], transports: tuple[str, ...], reserved
 class Settings(_Section):
     server: ServerConfig = Field(ServerConfig(), description="the HTTP server and local data")
     nostr: NostrConfig = Field(NostrConfig(), description="relays and the server's Nostr key")
+    discovery: DiscoveryConfig = Field(DiscoveryConfig(), description="inbox relays users list, watched for them")
     store: StoreConfig = Field(StoreConfig(), description="where registrations are kept")
     transports: TransportsConfig = Field(TransportsConfig(), description="settings shared by all apps of a transport")
     endpoint: EndpointConfig = Field(EndpointConfig(), description="the built-in relay endpoint")

@@ -51,9 +51,11 @@ def test_serialization_escapes() -> None:
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"id": "A" * 64}, "id"),
         ({"id": "a" * 63}, "id"),
+        ({"id": 5}, "id"),
         ({"pubkey": 5}, "pubkey"),
+        ({"pubkey": "A" * 64}, "pubkey"),
+        ({"pubkey": "g" * 64}, "pubkey"),
         ({"sig": "0" * 127}, "sig"),
         ({"created_at": 1.5}, "created_at"),
         ({"created_at": -1}, "created_at"),
@@ -72,6 +74,35 @@ def test_serialization_escapes() -> None:
 def test_strict_shape(changes: dict[str, Any], reason: str) -> None:
     with pytest.raises(InvalidEvent, match=reason):
         parse_event(orjson.dumps(_valid_dict(**changes)))
+
+
+def _upper_hex(value: str) -> str:
+    upper = value.upper()
+    assert upper != value  # the signed values contain at least one letter
+    return upper
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "reason"),
+    [
+        ("id", _upper_hex, "id does not match"),
+        ("id", lambda value: "g" + value[1:], "id does not match"),
+        ("id", lambda value: " " + value[1:], "id does not match"),
+        ("sig", _upper_hex, "bad signature"),
+        ("sig", lambda value: "g" + value[1:], "bad signature"),
+        ("sig", lambda value: value[:63] + " " + value[64:], "bad signature"),
+    ],
+)
+def test_id_and_sig_characters_are_refused_at_verify(field: str, bad: Any, reason: str) -> None:
+    """Parsing checks only the type and length of id and sig; verify refuses anything but lowercase hex, even when
+    the value decodes to the right bytes (an upper-case copy of a valid signature)."""
+    fields = _valid_dict()
+    fields[field] = bad(fields[field])
+    event = parse_event(orjson.dumps(fields))
+    with pytest.raises(InvalidEvent, match=reason):
+        event.verify()
+    assert not event.is_valid()
+    assert not (event.has_valid_id() and event.has_valid_signature())
 
 
 def test_missing_field_and_non_object() -> None:

@@ -1,7 +1,8 @@
 """NIP-01 events: strict parsing, canonical serialization, id and signature checks, signing.
 
 Parsing is strict on purpose: an event that a lenient parser accepts and another implementation rejects (or
-hashes differently) is an interop bug or a forgery vector, so anything off-spec is an `InvalidEvent`.
+hashes differently) is an interop bug or a forgery vector, so anything off-spec is an `InvalidEvent`: from
+`parse_event` for the shape, from `Event.verify` for the characters of `id` and `sig` (see `Event`).
 """
 
 from __future__ import annotations
@@ -64,9 +65,20 @@ def compute_id(pubkey: str, created_at: int, kind: int, tags: Sequence[Sequence[
     return sha256(serialize_for_id(pubkey, created_at, kind, tags, content)).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """A signed Nostr event. Construct through `parse_event`, `Event.from_dict` or `sign_event`."""
+    """A signed Nostr event. Construct through `parse_event`, `Event.from_dict` or `sign_event`.
+
+    Treat it as immutable: nothing assigns to an event after it is built. It is not declared frozen because one is
+    parsed for every frame a relay sends, most of them dropped a few microseconds later, and a frozen init costs
+    several times a plain one.
+
+    Parsing checks what matching reads (the pubkey as lowercase hex, kind, time, tags of strings) and only the type
+    and length of `id` and `sig`; their characters are checked where they are used, by `verify` (the id is
+    recomputed and compared as lowercase hex, a `sig` that is not lowercase hex fails the signature check). So a
+    malformed id or sig is still refused, with its reason, only one step later: an event that reaches nobody is
+    dropped before that step and never pays for it.
+    """
 
     id: str
     pubkey: str
@@ -88,11 +100,17 @@ class Event:
                 raise InvalidEvent(f"missing field {sorted(missing)[0]!r}")
             raise InvalidEvent(f"unknown field {next(iter(keys - _FIELDS))!r:.64}")
         event_id, pubkey, sig = obj["id"], obj["pubkey"], obj["sig"]
-        if not is_hex(event_id, 64):
+        if type(event_id) is not str or len(event_id) != 64:
             raise InvalidEvent("id must be 64 lowercase hex characters")
-        if not is_hex(pubkey, 64):
+        if type(pubkey) is not str or len(pubkey) != 64:
             raise InvalidEvent("pubkey must be 64 lowercase hex characters")
-        if not is_hex(sig, 128):
+        try:
+            lowercase_hex = bytes.fromhex(pubkey).hex() == pubkey  # is_hex, inlined: this runs for every frame
+        except ValueError:
+            lowercase_hex = False
+        if not lowercase_hex:
+            raise InvalidEvent("pubkey must be 64 lowercase hex characters")
+        if type(sig) is not str or len(sig) != 128:
             raise InvalidEvent("sig must be 128 lowercase hex characters")
         created_at = obj["created_at"]
         if type(created_at) is not int or not 0 <= created_at <= _MAX_TIMESTAMP:
@@ -143,12 +161,15 @@ class Event:
     def signs(self, digest: bytes) -> bool:
         """BIP-340 check of `sig` by `pubkey` over `digest`; False, never an exception, for malformed hex.
 
-        A gift wrap is signed by a one-time key, so its parsed key is not cached.
+        `sig` must be lowercase hex, as parsing no longer checks its characters (`bytes.fromhex` alone would take
+        upper case). A gift wrap is signed by a one-time key, so its parsed key is not cached.
         """
+        sig = self.sig
         try:
-            return verify_schnorr(
-                bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig), cache=self.kind != _GIFT_WRAP
-            )
+            signature = bytes.fromhex(sig)
+            if signature.hex() != sig:
+                return False
+            return verify_schnorr(bytes.fromhex(self.pubkey), digest, signature, cache=self.kind != _GIFT_WRAP)
         except (ValueError, TypeError):
             return False
 
@@ -160,11 +181,9 @@ class Event:
 
     def has_valid_signature(self) -> bool:
         """BIP-340 check of `sig` over the stated id (does not check that the id matches the fields)."""
-        try:
-            stated = bytes.fromhex(self.id)
-        except (ValueError, TypeError):
+        if not is_hex(self.id, 64):
             return False
-        return self.signs(stated)
+        return self.signs(bytes.fromhex(self.id))
 
     def verify(self) -> None:
         """Raise `InvalidEvent` unless the id matches the fields and the signature is valid.

@@ -15,6 +15,11 @@ subscriptions are re-sent within it: none is silently lost.
 
 A relay may also be asked for filters of its own (`set_relay_filters`): a NIP-29 group exists on one relay
 only, so asking every relay for it would be wasted subscriptions.
+
+A relay users listed as their inbox (`relays.discovery`) gets an interest of its own (`set_relay_interest`): only
+the pubkeys that named it, with only the kinds they need there, planned by the same planner within that relay's
+limits. Such a relay is connected when first given an interest and dropped when it has none, unless it is also in
+the shared set (configured, or added with `add_relay`), whose relays get the whole shared interest anyway.
 """
 
 from __future__ import annotations
@@ -48,9 +53,12 @@ LimitsSource = Callable[[str], Awaitable[RelayLimits]]
 
 @dataclass(eq=False)
 class _Relay:
-    """One relay url: its limits, its own filters and the connections (lanes) that follow its plan."""
+    """One relay url: its limits, what it is asked for and the connections (lanes) that follow its plan."""
 
     url: str
+    shared: bool = True  # asked for the shared interest (configured, or added with `add_relay`)
+    interest: Interest | None = None  # its own interest (see `set_relay_interest`); unused while `shared`
+    planned_for: tuple[Interest, RelayLimits, bytes] | None = None  # what `plan` was made from, for an own interest
     limits: RelayLimits | None = None  # None until its NIP-11 document was read (or found missing)
     budget: int | None = None  # subscriptions per connection after refusals; None: what `limits` say
     lanes: dict[str, RelayConnection] = field(default_factory=dict)
@@ -89,6 +97,9 @@ class RelayPool:
         self._on_event = on_event
         self._config = config
         self._planner = planner or Planner(config.filter_chunk_size)
+        self._own_planner = Planner(self._planner.chunk_size)
+        """Plans the small interests of single relays: the shared planner keeps the shared interest's sorted values
+        between plans, and planning another interest with it would make it sort them all again."""
         self._coalesce_seconds = coalesce_seconds
         self._update_interval = update_interval
         self._fixed_limits = limits
@@ -161,13 +172,38 @@ class RelayPool:
         self._timer = loop.call_at(max(loop.time(), self._next_plan_at), self._apply)
 
     def add_relay(self, url: str) -> None:
-        """Use one more relay (no-op when already present): its limits are read, then it is given its plan."""
-        if not url.startswith(("ws://", "wss://")):
-            raise ValueError("relay URL must start with ws:// or wss://")
-        if url in self._relays:
+        """Ask one more relay for the shared interest (no-op when it already is): its limits are read, then it is
+        given its plan."""
+        _check_scheme(url)
+        relay = self._relays.get(url)
+        if relay is None:
+            self._add(_Relay(url))
+        elif not relay.shared:
+            relay.shared = True
+            self._schedule(relay)
+
+    def set_relay_interest(self, url: str, interest: Interest | None) -> None:
+        """Ask the relay at `url` for `interest` only (connecting to it if needed); None: stop, and drop the relay
+        unless it is in the shared set. A relay in the shared set keeps getting the shared interest meanwhile."""
+        relay = self._relays.get(url)
+        if interest is None:
+            if relay is None or relay.interest is None:
+                return
+            relay.interest = None
+            if relay.shared:
+                return
+            self._drop(url)
             return
-        relay = _Relay(url)
-        self._relays[url] = relay
+        _check_scheme(url)
+        if relay is None:
+            self._add(_Relay(url, shared=False, interest=interest))
+            return
+        relay.interest = interest
+        if not relay.shared:
+            self._schedule(relay)
+
+    def _add(self, relay: _Relay) -> None:
+        self._relays[relay.url] = relay
         if self._started:
             self._begin(relay)
 
@@ -185,7 +221,18 @@ class RelayPool:
             self._schedule(relay)
 
     def remove_relay(self, url: str) -> None:
-        """Stop using a relay; its connections are closed in the background (and awaited by `close()`)."""
+        """Stop asking a relay for the shared interest: it is then dropped (its connections closed in the
+        background, awaited by `close()`), or asked for its own interest only when it has one."""
+        relay = self._relays.get(url)
+        if relay is None or not relay.shared:
+            return
+        if relay.interest is not None:
+            relay.shared = False
+            self._schedule(relay)
+            return
+        self._drop(url)
+
+    def _drop(self, url: str) -> None:
         relay = self._relays.pop(url, None)
         if relay is None or not self._started:
             return
@@ -246,13 +293,21 @@ class RelayPool:
         limits = relay.effective_limits()
         if limits is None or self._relays.get(relay.url) is not relay:
             return
-        relay.next_update_at = asyncio.get_running_loop().time() + self._update_interval
         own = self._own.get(relay.url, ())
-        key = (limits, orjson.dumps(own))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._planner.plan(self._interest, limits, own)
-            self._plans[key] = plan
+        own_key = orjson.dumps(own)
+        if relay.shared or relay.interest is None:
+            relay.planned_for = None
+            plan = self._plans.get((limits, own_key))
+            if plan is None:
+                plan = self._planner.plan(self._interest, limits, own)
+                self._plans[(limits, own_key)] = plan
+        else:
+            planned_for = (relay.interest, limits, own_key)
+            if relay.planned_for == planned_for:
+                return  # the shared interest changed, not this relay's
+            relay.planned_for = planned_for
+            plan = self._own_planner.plan(relay.interest, limits, own)
+        relay.next_update_at = asyncio.get_running_loop().time() + self._update_interval
         relay.plan = plan
         self._assign(relay, plan)
         log.debug("relay %s: %d subscriptions over %d connections", relay.url, plan.req_count, len(plan.lanes))
@@ -315,6 +370,11 @@ class RelayPool:
             relay.lookup = None
         lanes, relay.lanes = list(relay.lanes.values()), {}
         await asyncio.gather(*(connection.close(timeout) for connection in lanes))
+
+
+def _check_scheme(url: str) -> None:
+    if not url.startswith(("ws://", "wss://")):
+        raise ValueError("relay URL must start with ws:// or wss://")
 
 
 def _related(lane: str, other: str) -> bool:
