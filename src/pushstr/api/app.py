@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pushstr import __version__
 from pushstr.api.errors import BodyLimit, install_error_handlers
 from pushstr.app import Service
-from pushstr.logutil import ident, shown_url
+from pushstr.logutil import shown_url
 from pushstr.net.clientaddr import TrustedProxies
 from pushstr.nostr import nip19
 from pushstr.relays.connection import RelayStatus
@@ -48,11 +48,10 @@ def _relay_status(service: Service, status: RelayStatus, configured: frozenset[s
     limits = service.pool.limits_for(url)
     connections = len(plan.lanes) if plan is not None else 0
     error = status.last_error
+    label = service.pool.label(url)
     if url in configured:
-        label = shown_url(url)
         error = error.replace(url, label) if error is not None else None
     else:
-        label = f"user-{ident(url, 12)}"
         error = error.partition(":")[0] if error is not None else None
     return {
         "relay": label,

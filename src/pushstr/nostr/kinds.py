@@ -22,6 +22,8 @@ class Kind(IntEnum):
     GIFT_WRAP = 1059  # NIP-59 (NIP-17 DMs, Mostro, Marmot)
     ZAP_REQUEST = 9734  # NIP-57
     ZAP_RECEIPT = 9735  # NIP-57
+    RELAY_LIST = 10002  # NIP-65 relay list metadata: ["r", url, "read" | "write"?]
+    DM_RELAYS = 10050  # NIP-17 DM relays: ["relay", url]
     CLIENT_AUTH = 22242  # NIP-42
     PUSH_SETTINGS = 22456  # 0xchat's push settings and heartbeats
     HTTP_AUTH = 27235  # NIP-98

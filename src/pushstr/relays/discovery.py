@@ -49,10 +49,8 @@ from pushstr.relays.planner import Interest
 log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
 
-RELAY_LIST = 10002
-"""NIP-65 relay list metadata: `["r", url, "read" | "write"?]`."""
-DM_RELAYS = 10050
-"""NIP-17 DM relays: `["relay", url]`."""
+RELAY_LIST = int(Kind.RELAY_LIST)
+DM_RELAYS = int(Kind.DM_RELAYS)
 LIST_KINDS = (RELAY_LIST, DM_RELAYS)
 DM_KINDS = frozenset({Kind.ENCRYPTED_DM, Kind.GIFT_WRAP})
 """Delivered to the 10050 relays (NIP-17); every other kind to the 10002 read relays (NIP-65)."""

@@ -331,6 +331,11 @@ class RelayPool:
         for connection in old.values():
             self._close_later(connection)
 
+    def label(self, url: str) -> str:
+        """How a relay is named in metrics and status pages: a configured relay by its URL without user info or
+        query, any other (one a user listed) by a digest."""
+        return shown_url(url) if url in self._configured else f"user-{ident(url, 12)}"
+
     def _connect(self, relay: _Relay) -> RelayConnection:
         connection = RelayConnection(
             relay.url,
@@ -338,7 +343,7 @@ class RelayPool:
             self._on_event,
             self._config,
             on_refused=lambda held: self._refused(relay, held),
-            label=shown_url(relay.url) if relay.url in self._configured else f"user-{ident(relay.url, 12)}",
+            label=self.label(relay.url),
         )
         connection.start()
         return connection
