@@ -350,6 +350,12 @@ async def test_registrations_survive_a_restart(tmp_path: Path) -> None:
         assert [reg.device_token for reg in api.stored()] == [TOKEN]
 
 
+async def test_a_wrong_method_is_405_with_allow(api: Api) -> None:
+    response = await api.client.delete("/health")
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    assert response.json()["error"] == "method_not_allowed"
+
+
 async def test_health_ready_info_metrics(api: Api) -> None:
     assert (await api.client.get("/health")).json() == {"status": "ok"}
     assert (await api.client.get("/ready")).status_code == 200
