@@ -409,11 +409,37 @@ MOSTRO_APP_DEFAULTS: dict[str, Any] = {
 }
 
 
+class MarmotDialectConfig(_Section):
+    """Marmot Push v1 (White Noise): gift-wrapped kind 446 triggers carrying encrypted device tokens; nothing stored."""
+
+    enabled: bool = Field(True, description="subscribe to and handle gift wraps addressed to the server")
+    apns_app: str | None = Field(
+        None, description="the app APNs tokens are pushed with (apns or log); unset: the ios platform's app"
+    )
+    fcm_app: str | None = Field(
+        None, description="the app FCM tokens are pushed with (fcm or log); unset: the android platform's app"
+    )
+    mode: Mode = Field(Mode.SILENT, description="payload mode of Marmot pushes (the protocol asks for silent)")
+    unwraps_per_minute: int = Field(600, ge=1, description="gift wraps opened per minute, all senders together")
+    per_token_per_minute: int = Field(
+        240, ge=1, description="pushes per minute per encrypted token and per device token"
+    )
+    per_token_per_hour: int = Field(5000, ge=1, description="pushes per hour per encrypted token and per device token")
+    dedupe_seconds: float = Field(
+        300.0, gt=0, description="a trigger with the same decoded content is ignored this long"
+    )
+    max_age_seconds: int = Field(
+        3600, ge=1, description="older triggers are ignored (the rumor's time is real; the wrap's is backdated)"
+    )
+    max_future_seconds: int = Field(300, ge=0, description="triggers dated further ahead are ignored")
+
+
 class DialectsConfig(_Section):
     push_settings: PushSettingsDialectConfig = Field(
         PushSettingsDialectConfig(), description="kind 22456 push settings"
     )
     mostro: MostroDialectConfig = Field(MostroDialectConfig(), description="the Mostro push API")
+    marmot: MarmotDialectConfig = Field(MarmotDialectConfig(), description="Marmot Push v1 triggers")
 
 
 DEFAULT_APP = "default"

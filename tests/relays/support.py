@@ -46,7 +46,7 @@ class Sink:
         self.received: list[tuple[dict[str, Any], str]] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, event: dict[str, Any], url: str) -> None:
+    def __call__(self, event: dict[str, Any], url: str, *, size_checked: bool = True) -> None:
         self.received.append((event, url))
         self._changed.set()
 

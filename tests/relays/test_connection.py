@@ -17,6 +17,7 @@ from pushstr.nostr.event import Event
 from pushstr.nostr.keys import Keys
 from pushstr.relays.connection import RelayConnection, RelayState, backoff_delay
 from pushstr.relays.planner import FIRST_LANE, Interest, Plan, Planner
+from pushstr.relays.session import FRAME_OVERHEAD_BYTES, MAX_ADDRESSED_EVENT_BYTES
 from tests.conftest import free_port
 from tests.relays.support import FakeRelay, Sink, eventually, fast_config
 
@@ -144,7 +145,7 @@ async def test_garbage_frames_do_not_break_the_connection(fake_relay: FakeRelay)
             '["AUTH", 12345]',
             '["AUTH", ""]',
             '["SOMETHING", "else"]',
-            '["EVENT", "sub", {"id": "' + "x" * 10_000 + '"}]',  # larger than max_event_bytes
+            '["EVENT", "sub", {"id": "' + "x" * (MAX_ADDRESSED_EVENT_BYTES + FRAME_OVERHEAD_BYTES) + '"}]',  # too large
             "\x00\xff",
         ]
         for frame in garbage:

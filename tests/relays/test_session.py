@@ -13,6 +13,7 @@ from pushstr.nostr.keys import Keys
 from pushstr.relays.planner import Plan, Subscription
 from pushstr.relays.session import (
     FRAME_OVERHEAD_BYTES,
+    MAX_ADDRESSED_EVENT_BYTES,
     Action,
     Authenticated,
     AuthRejected,
@@ -175,7 +176,9 @@ GARBAGE = [
     '["AUTH", 12345]',
     '["AUTH", ""]',
     '["SOMETHING", "else"]',
-    '["EVENT", "sub", {"id": "' + "x" * 10_000 + '"}]',  # larger than max_event_bytes
+    '["EVENT", "sub", {"id": "'
+    + "x" * (MAX_ADDRESSED_EVENT_BYTES + FRAME_OVERHEAD_BYTES)
+    + '"}]',  # larger than any event may be
     "\x00\xff",
     b"\x81\x00 binary junk",
     b'["NOTICE", "\xff"]',  # not UTF-8
@@ -200,15 +203,15 @@ def test_garbage_says_what_was_wrong() -> None:
     assert session.receive(frame("X" * 50)) == [Garbage(f"unknown message type {'X' * 20!r}")]
 
 
-def test_frames_up_to_max_event_bytes_plus_overhead_are_read() -> None:
+def test_frames_up_to_max_event_bytes_plus_overhead_are_read_and_larger_ones_marked() -> None:
     limit = CONFIG.max_event_bytes + FRAME_OVERHEAD_BYTES
     head = b'["EVENT","dm",{"id":"big"}'
     fits = head + b" " * (limit - len(head) - 1) + b"]"
     assert len(fits) == limit
     session = new_session()
     assert session.receive(fits) == [EventReceived({"id": "big"}, "dm")]
-    too_big = fits[:-1] + b" ]"
-    assert session.receive(too_big) == [Garbage(f"frame of {limit + 1} bytes")]
+    larger = fits[:-1] + b" ]"
+    assert session.receive(larger) == [EventReceived({"id": "big"}, "dm", oversized=True)]
 
 
 def test_closed_refuses_a_subscription_until_it_is_resent() -> None:
@@ -374,3 +377,16 @@ def test_a_closed_for_too_many_is_a_refusal_resent_with_the_next_plan() -> None:
     assert session.open_subscriptions == 1
     assert [message[:2] for message in sent(session.set_plan(PLAN))] == [["REQ", "gw"]]
     assert session.open_subscriptions == 2
+
+
+def test_frames_over_the_event_limit_are_marked_for_admission_up_to_the_addressed_limit() -> None:
+    """A gift wrap addressed to the server may be larger than `max_event_bytes` (a Marmot trigger): the session
+    passes it on marked oversized, for admission to judge; past `MAX_ADDRESSED_EVENT_BYTES` it is garbage."""
+    session = new_session()
+    small = {"id": "00" * 32, "content": ""}
+    (normal,) = session.receive(frame("EVENT", "s0", small))
+    assert isinstance(normal, EventReceived) and not normal.oversized
+    (large,) = session.receive(frame("EVENT", "s0", {**small, "content": "x" * 10_000}))
+    assert isinstance(large, EventReceived) and large.oversized
+    (huge,) = session.receive(frame("EVENT", "s0", {**small, "content": "x" * (MAX_ADDRESSED_EVENT_BYTES + 2048)}))
+    assert isinstance(huge, Garbage)

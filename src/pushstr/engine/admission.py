@@ -5,6 +5,10 @@ Order matters for speed. `screen` does the cheap part (dedupe by the stated id, 
 between the two the relay path asks whether the event would do anything at all (`Pipeline.on_relay_event`), and
 an event that reaches nobody is dropped unverified (`drop_unmatched`). Only `verify` records an id in `SeenIds`,
 so an id there always belongs to an event whose id and signature were checked.
+
+Every event is bounded by `max_event_bytes`, except the events of one kind addressed to one recipient that a
+handler claims and needs larger (`allow_larger`: Marmot push triggers gift-wrapped to the server), which get
+their own, still finite, limit.
 """
 
 from __future__ import annotations
@@ -71,6 +75,20 @@ class Admission:
     def __init__(self, limits: AdmissionLimits, seen: SeenIds) -> None:
         self._limits = limits
         self._seen = seen
+        self._larger: dict[int, dict[str, int]] = {}
+
+    def allow_larger(self, kind: int, recipient: str, max_bytes: int) -> None:
+        """Let events of `kind` that `p`-tag `recipient` be up to `max_bytes` (the others keep the limit)."""
+        self._larger.setdefault(kind, {})[recipient] = max_bytes
+
+    def _limit_of(self, event: Event) -> int:
+        """The size limit of `event`: the larger one of a recipient it names, else `max_event_bytes`."""
+        limit = self._limits.max_event_bytes
+        by_recipient = self._larger.get(event.kind)
+        if by_recipient:
+            for recipient in event.p_tags:
+                limit = max(limit, by_recipient.get(recipient, 0))
+        return limit
 
     @property
     def seen(self) -> SeenIds:
@@ -104,8 +122,10 @@ class Admission:
             event = Event.from_dict(obj)
         except InvalidEvent as exc:
             raise self._reject("invalid", "malformed", exc.reason) from None
-        if not size_checked and _approx_size(event) > self._limits.max_event_bytes:
-            raise self._reject("invalid", "too_large", f"event larger than {self._limits.max_event_bytes} bytes")
+        if not size_checked:
+            size = _approx_size(event)
+            if size > self._limits.max_event_bytes and size > (limit := self._limit_of(event)):
+                raise self._reject("invalid", "too_large", f"event larger than {limit} bytes")
         current = time.time() if now is None else now
         if event.created_at < current - self._limits.max_age_seconds and event.kind not in self._limits.ageless_kinds:
             raise self._reject("invalid", "too_old", "event is older than this server accepts")

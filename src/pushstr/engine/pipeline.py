@@ -2,7 +2,9 @@
 
 The relay pool calls `Pipeline.on_relay_event` (match before verify) and the built-in endpoint `Pipeline.ingest`
 (verify everything, since it answers each event); dialects that speak over Nostr events (kind 22456 push
-settings, …) register a handler for their kind and see only admitted, verified events.
+settings, …) register a handler for their kind and see only admitted, verified events. A kind that is also what
+users receive (kind 1059 gift wraps: NIP-17 DMs, and Marmot push triggers to the server) is claimed only for one
+recipient, with an `Addressed` handler: those events go to the dialect, every other event of the kind is matched.
 """
 
 from __future__ import annotations
@@ -54,6 +56,36 @@ class HandledLog(Protocol):
 
 
 KindHandler = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Addressed:
+    """A kind handler that claims only the events `p`-tagging `recipient` (the server's own key).
+
+    Returned from `Dialect.kind_handlers` like any handler; `Pipeline.add_kind_handler` files it by recipient, so
+    the kind's other events are still matched to devices. `max_event_bytes` lets the claimed events be larger
+    than the configured event limit when the protocol needs it (a full Marmot trigger), bounded by the caller.
+    """
+
+    recipient: str
+    handler: KindHandler
+    max_event_bytes: int | None = None
+
+    def __call__(self, event: Event) -> None:
+        """Being callable makes it a `KindHandler`, so `Dialect.kind_handlers` returns it like any other."""
+        self.handler(event)
+
+
+def _addressed_handler(event: Event, by_recipient: dict[str, KindHandler]) -> KindHandler | None:
+    """The handler of the first `p` tag of `event` that a handler claims, if any."""
+    for tag in event.tags:
+        if len(tag) >= 2 and tag[0] == "p":
+            handler = by_recipient.get(tag[1])
+            if handler is not None:
+                return handler
+    return None
+
+
 Policy = Callable[[Event, Registration], bool]
 """Whether a matched device may be woken for an event now (presence, sender narrowing, …)."""
 
@@ -125,12 +157,28 @@ class Pipeline:
         self._apps = apps
         self._handled = handled
         self._handlers: dict[int, KindHandler] = {}
+        self._addressed: dict[int, dict[str, KindHandler]] = {}
 
     def add_kind_handler(self, kind: int, handler: KindHandler) -> None:
-        """Route admitted events of `kind` to a dialect instead of matching them."""
-        self._handlers[kind] = handler
+        """Route admitted events of `kind` to a dialect instead of matching them; an `Addressed` handler gets only
+        those addressed to its recipient (and admission lets them be as large as it says)."""
+        if isinstance(handler, Addressed):
+            self._addressed.setdefault(int(kind), {})[handler.recipient] = handler.handler
+            if handler.max_event_bytes is not None:
+                self._admission.allow_larger(int(kind), handler.recipient, handler.max_event_bytes)
+            return
+        self._handlers[int(kind)] = handler
 
-    def on_relay_event(self, obj: dict[str, Any], relay_url: str) -> None:
+    def _handler_for(self, event: Event) -> KindHandler | None:
+        """The handler that consumes `event`, if any: its kind's, else the one claiming its recipient."""
+        handler = self._handlers.get(event.kind)
+        if handler is None:
+            by_recipient = self._addressed.get(event.kind)
+            if by_recipient is not None:
+                return _addressed_handler(event, by_recipient)
+        return handler
+
+    def on_relay_event(self, obj: dict[str, Any], relay_url: str, *, size_checked: bool = True) -> None:
         """Sink for the relay pool: match before verify; results are counted by admission, nothing to answer.
 
         Most of what a relay sends reaches nobody, so the id hash and the signature check, the costly part of
@@ -147,14 +195,20 @@ class Pipeline:
         screened and matched again, which is cheap. The matches found before verifying are the ones notified:
         verifying changes nothing they depend on.
 
-        Relay connections drop frames larger than `max_event_bytes` plus the envelope before they get here.
+        Relay connections drop frames larger than `max_event_bytes` plus the envelope before they get here; one
+        that lets a larger frame through (for the events an `Addressed` handler may take larger) passes
+        `size_checked=False`, and admission then bounds the event by its own limit.
         """
         admission = self._admission
         try:
-            event = admission.screen(obj, size_checked=True)
+            event = admission.screen(obj, size_checked=size_checked)
         except Rejected:
             return
         handler = self._handlers.get(event.kind)
+        if handler is None and self._addressed:
+            by_recipient = self._addressed.get(event.kind)
+            if by_recipient is not None:
+                handler = _addressed_handler(event, by_recipient)
         if handler is not None:
             try:
                 admission.verify(event)
@@ -185,7 +239,7 @@ class Pipeline:
         except Rejected as exc:
             accepted = exc.code == "duplicate"
             return IngestResult(accepted, exc.message, obj.get("id") if isinstance(obj, dict) else None)
-        handler = self._handlers.get(event.kind)
+        handler = self._handler_for(event)
         if handler is not None:
             self._handle(event, handler)
             return IngestResult(True, "", event.id)

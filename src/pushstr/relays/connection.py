@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -40,6 +40,7 @@ from pushstr.nostr.keys import Keys
 from pushstr.relays.planner import EMPTY_PLAN, Plan
 from pushstr.relays.session import (
     FRAME_OVERHEAD_BYTES,
+    MAX_ADDRESSED_EVENT_BYTES,
     MESSAGE_TYPES,
     SENT_TYPES,
     Action,
@@ -57,7 +58,14 @@ from pushstr.relays.session import (
 
 log = logging.getLogger(__name__)
 
-EventCallback = Callable[[dict[str, Any], str], None]
+
+class EventCallback(Protocol):
+    """Where a connection hands each event: `size_checked=False` for one from a frame larger than
+    `max_event_bytes` allows (see `session.MAX_ADDRESSED_EVENT_BYTES`), so that admission checks its size."""
+
+    def __call__(self, event: dict[str, Any], url: str, /, *, size_checked: bool = True) -> None: ...
+
+
 RefusalCallback = Callable[[int], None]
 """Told how many subscriptions the relay seems to hold at most, when it refused one for holding too many."""
 
@@ -167,7 +175,10 @@ class RelayConnection:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_refused = on_refused
-        self._max_socket_frame = (config.max_event_bytes + FRAME_OVERHEAD_BYTES) * SOCKET_FRAME_FACTOR
+        self._max_socket_frame = max(
+            (config.max_event_bytes + FRAME_OVERHEAD_BYTES) * SOCKET_FRAME_FACTOR,
+            2 * (MAX_ADDRESSED_EVENT_BYTES + FRAME_OVERHEAD_BYTES),  # an event addressed to the server may be larger
+        )
         self._state = RelayState.CLOSED
         self._counters = _Counters()
         self._last_error: str | None = None
@@ -300,7 +311,7 @@ class RelayConnection:
                 for action in socket.session.receive(frame):
                     if type(action) is EventReceived:  # the per-event path, without the dispatch below
                         received["EVENT"] += 1
-                        self._deliver(action.event)
+                        self._deliver(action)
                     else:
                         self._perform(socket, action)
         except ConnectionClosed:
@@ -353,7 +364,7 @@ class RelayConnection:
         match action:
             case EventReceived():
                 self._counters.received["EVENT"] += 1
-                self._deliver(action.event)
+                self._deliver(action)
             case Received():
                 self._counters.received[action.kind] += 1
             case Outgoing():
@@ -391,9 +402,12 @@ class RelayConnection:
             case _:
                 assert_never(action)
 
-    def _deliver(self, event: dict[str, Any]) -> None:
+    def _deliver(self, received: EventReceived) -> None:
         try:
-            self._on_event(event, self.url)
+            if received.oversized:
+                self._on_event(received.event, self.url, size_checked=False)
+            else:
+                self._on_event(received.event, self.url)
         except Exception as exc:
             # A bug downstream must not take the relay down with it; it is logged, the next event is tried.
             self._bad_input.warning(f"consumer:{self.url}", "event consumer failed: %s", _describe(exc))

@@ -34,6 +34,9 @@ RESUME_OVERLAP_SECONDS = 60
 """On reconnect, regular kinds are re-read from this long before the disconnect (relay clocks and ordering)."""
 FRAME_OVERHEAD_BYTES = 1024
 """Room for the `["EVENT","<sub id>",…]` envelope around an event of `max_event_bytes`."""
+MAX_ADDRESSED_EVENT_BYTES = 160 * 1024
+"""The largest event any dialect takes when it is addressed to the server (a full Marmot Push trigger is about
+110 KB): a frame up to this size is parsed, marked `oversized`, and admission applies the per-event limit."""
 MESSAGE_TYPES = ("EVENT", "EOSE", "CLOSED", "NOTICE", "OK", "AUTH")
 """The relay-to-client messages we understand; any other type is garbage."""
 SENT_TYPES = ("REQ", "CLOSE", "AUTH")
@@ -66,6 +69,8 @@ class EventReceived:
 
     event: dict[str, Any]
     sub_id: str
+    oversized: bool = False
+    """The frame was larger than `max_event_bytes` allows: only an event addressed to the server may pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,8 @@ class RelaySession:
         self._resumed = resumed
         self._disconnected_at = disconnected_at
         self._clock = clock
-        self._max_frame = config.max_event_bytes + FRAME_OVERHEAD_BYTES
+        self._event_frame = config.max_event_bytes + FRAME_OVERHEAD_BYTES
+        self._max_frame = max(config.max_event_bytes, MAX_ADDRESSED_EVENT_BYTES) + FRAME_OVERHEAD_BYTES
         self._refused: set[str] = set()  # closed by the relay; stays closed until re-sent
         self._pending: set[str] = set()  # sent, neither EOSE nor CLOSED yet
         self._overflowed: set[str] = set()  # maybe refused for holding too many: re-sent with the next plan
@@ -250,7 +256,7 @@ class RelaySession:
             if kind == "EVENT":  # nearly every frame: no handler call, no per-type report besides the event itself
                 if len(message) != 3 or not isinstance(message[1], str) or not isinstance(message[2], dict):
                     raise _BadMessage("EVENT must be [EVENT, sub id, object]")
-                return [EventReceived(message[2], message[1])]
+                return [EventReceived(message[2], message[1], len(frame) > self._event_frame)]
             handler = self._handlers.get(kind)
             if handler is None:
                 raise _BadMessage(f"unknown message type {kind[:20]!r}")
