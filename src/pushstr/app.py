@@ -55,7 +55,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys: Keys = load_server_keys(settings)
-        self.store: Store = open_store(settings.store_url, TokenSeal(bytes.fromhex(self.keys.secret_hex)))
+        self.store: Store = open_store(settings.store_url, TokenSeal(self.keys.secret))
         self.registry = Registry(self.store, settings.registration.max_devices_per_pubkey)
         self.seen = SeenIds(settings.nostr.dedupe_memory)
         profiles = MemoryProfileCache()

@@ -17,7 +17,7 @@ from pushstr.store.schema import outbox, registrations
 from pushstr.store.sealing import PREFIX, SealError, TokenSeal
 from tests.store.helpers import stored_registrations
 
-SEAL = TokenSeal(bytes.fromhex(Keys.generate().secret_hex))
+SEAL = TokenSeal(Keys.generate().secret)
 TOKEN = "ab" * 32
 ENDPOINT = "https://push.example/wpush/abc"
 P256DH = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM"
@@ -31,7 +31,7 @@ def test_sealing_is_deterministic_and_opens_only_with_its_key() -> None:
     assert SEAL.open(sealed) == TOKEN
     assert SEAL.open(TOKEN) == TOKEN  # stored before sealing: read as it is
     with pytest.raises(SealError):
-        TokenSeal(bytes.fromhex(Keys.generate().secret_hex)).open(sealed)
+        TokenSeal(Keys.generate().secret).open(sealed)
     with pytest.raises(SealError):
         SEAL.open(sealed[:-4] + "AAAA")
 
@@ -115,7 +115,7 @@ async def test_tokens_sealed_under_another_key_are_skipped_not_fatal(store_url: 
     await first.open()
     await first.save_registration(_devices()[0])
     await first.close()
-    other = SqlStore(store_url, TokenSeal(bytes.fromhex(Keys.generate().secret_hex)))
+    other = SqlStore(store_url, TokenSeal(Keys.generate().secret))
     await other.open()
     try:
         assert await stored_registrations(other) == []

@@ -29,10 +29,9 @@ from pushstr.nostr.nip98 import ReplayCache
 from pushstr.registry.model import Mode, Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
 from pushstr.registry.storage import DeliveryStatus
-from pushstr.registry.tokens import InvalidToken, check_device_token, parse_platform
+from pushstr.registry.tokens import MAX_TOKEN_BYTES, InvalidToken, check_device_token, parse_platform
 
 DIALECT = "http-nip98"
-MAX_TOKEN_LENGTH = 4096
 MAX_KINDS = 64
 
 AUTH_FAILURES = Counter("pushstr_nip98_failures_total", "Refused NIP-98 authorizations")
@@ -50,7 +49,7 @@ class RegisterBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     npub: str = Field(min_length=1, max_length=200)
-    device_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
+    device_token: str = Field(min_length=1, max_length=MAX_TOKEN_BYTES)
     platform: str = Field(min_length=1, max_length=40)
     app: str | None = Field(None, max_length=100)
     kinds: list[KindNumber] | None = Field(None, max_length=MAX_KINDS)
@@ -63,7 +62,7 @@ class RegisterBody(BaseModel):
 class UnregisterBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    device_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
+    device_token: str = Field(min_length=1, max_length=MAX_TOKEN_BYTES)
 
 
 def registration_view(reg: Registration, status: DeliveryStatus | None = None) -> dict[str, Any]:

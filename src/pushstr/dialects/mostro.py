@@ -52,14 +52,13 @@ from pushstr.nostr.kinds import Kind
 from pushstr.ratelimit import KeyedRateLimiter
 from pushstr.registry.model import Platform, Registration
 from pushstr.registry.service import Registry, TooManyDevices
-from pushstr.registry.tokens import InvalidToken, check_device_token
+from pushstr.registry.tokens import MAX_TOKEN_BYTES, InvalidToken, check_device_token
 from pushstr.transports.base import Notification
 
 log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
 
 DIALECT = "mostro"
-MAX_TOKEN_BYTES = 4096
 MAX_REGISTER_BODY = 8 * 1024
 MAX_SMALL_BODY = 1024
 #: Mostro's platform names (the wire's, any case) and the byte inside an encrypted token decide the same thing.

@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pushstr.nostr.keys import is_hex
 from pushstr.nostr.nip29 import group_key, parse_group
 from pushstr.registry.model import NO_AUTHORS, Platform
-from pushstr.registry.tokens import parse_platform
+from pushstr.registry.tokens import MAX_TOKEN_BYTES, parse_platform
 
-MAX_TOKEN_LENGTH = 4096
 MAX_KINDS = 64
 MAX_ENTRIES = 100_000
 """Entries read from one list at most (the event-size limit bounds them first); the configured limits are lower."""
@@ -41,7 +40,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     kinds: list[KindNumber] | None = Field(None, max_length=MAX_KINDS)
-    device_id: str | None = Field(None, alias="deviceId", max_length=MAX_TOKEN_LENGTH)
+    device_id: str | None = Field(None, alias="deviceId", max_length=MAX_TOKEN_BYTES)
     relays: list[Any] = Field(default_factory=list, max_length=MAX_ENTRIES)
     groups: list[Any] = Field(default_factory=list, alias="#e", max_length=MAX_ENTRIES)
     authors: list[Any] | None = Field(None, max_length=MAX_ENTRIES)

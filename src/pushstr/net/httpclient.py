@@ -14,7 +14,7 @@ import httpx
 
 from pushstr.net.h2client import MAX_RESPONSE_BYTES, ResponseTooLarge
 
-__all__ = ["MAX_RESPONSE_BYTES", "LazyClient", "ResponseTooLarge", "make_client", "post_bounded"]
+__all__ = ["MAX_RESPONSE_BYTES", "LazyClient", "ResponseTooLarge", "get_bounded", "make_client", "post_bounded"]
 
 
 def make_client(
@@ -86,9 +86,28 @@ async def post_bounded(
     still arrives on it (encode/httpcore#943), so each reply cut off here can use up to the rest of its body of the
     connection's 16 MiB receive window; when that is gone the connection stalls until a read timeout replaces it.
     """
+    return await _request_bounded(client, "POST", url, content=content, headers=headers, limit=limit)
+
+
+async def get_bounded(
+    client: httpx.AsyncClient, url: str, *, headers: Mapping[str, str], limit: int = MAX_RESPONSE_BYTES
+) -> httpx.Response:
+    """GET with the reply read up to `limit` bytes, as `post_bounded` reads it (`ResponseTooLarge` past it)."""
+    return await _request_bounded(client, "GET", url, content=None, headers=headers, limit=limit)
+
+
+async def _request_bounded(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    content: bytes | None,
+    headers: Mapping[str, str],
+    limit: int,
+) -> httpx.Response:
     request_headers = httpx.Headers(headers)
     request_headers.setdefault("accept-encoding", "identity")
-    async with client.stream("POST", url, content=content, headers=request_headers) as response:
+    async with client.stream(method, url, content=content, headers=request_headers) as response:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ResponseTooLarge(limit, response.status_code)

@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import orjson
 
+from pushstr.net.httpclient import ResponseTooLarge, get_bounded
+
 log = logging.getLogger(__name__)
 
 STRFRY_MAX_SUBSCRIPTIONS = 20
@@ -90,29 +92,19 @@ async def fetch_limits(
     """The relay's limits from its NIP-11 document, or strfry's defaults when it serves none (or fails to in time).
 
     One GET with `Accept: application/nostr+json`, no redirects, no environment proxies, `timeout` for all of it;
-    the body is read only up to `max_bytes` (a declared or actual longer one counts as no document).
+    the body is read only up to `max_bytes` (`get_bounded`: a declared or actual longer one counts as no document).
     """
     try:
         async with (
             asyncio.timeout(timeout),
             httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False) as client,
-            client.stream(
-                "GET",
-                document_url(relay_url),
-                headers={"accept": "application/nostr+json", "accept-encoding": "identity"},
-            ) as response,
         ):
-            if response.status_code != 200:
-                return DEFAULT_LIMITS
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                return DEFAULT_LIMITS
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > max_bytes:
-                    return DEFAULT_LIMITS
-    except (httpx.HTTPError, OSError, ValueError, TimeoutError) as exc:
+            response = await get_bounded(
+                client, document_url(relay_url), headers={"accept": "application/nostr+json"}, limit=max_bytes
+            )
+    except (httpx.HTTPError, OSError, ValueError, TimeoutError, ResponseTooLarge) as exc:
         log.debug("relay %s serves no NIP-11 document: %s", relay_url, type(exc).__name__)
         return DEFAULT_LIMITS
-    return parse_nip11(bytes(body))
+    if response.status_code != 200:
+        return DEFAULT_LIMITS
+    return parse_nip11(response.content)
