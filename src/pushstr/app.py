@@ -23,6 +23,7 @@ from pushstr.config import Settings
 from pushstr.delivery.stage import Delivery, build_delivery
 from pushstr.dialects import http_nip98, marmot, mostro, push_settings
 from pushstr.dialects.base import Dialect, DialectBuilder, DialectContext
+from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import SeenIds
 from pushstr.engine.pipeline import Pipeline
@@ -101,8 +102,12 @@ class Service:
             self.registry,
             self.delivery,
             self.presence,
-            add_relay=self.pool.add_relay,
-            remove_relay=self.pool.remove_relay,
+            relays=RegistrationRelays(
+                settings.registration,
+                configured=settings.nostr.relays,
+                add_relay=self.pool.add_relay,
+                remove_relay=self.pool.remove_relay,
+            ),
             set_relay_filters=self.pool.set_relay_filters,
             use_token=self.store.use_token,
         )

@@ -195,6 +195,11 @@ class RegistrationConfig(_Section):
     )
     max_devices_per_pubkey: int = Field(20, ge=1, description="more get 409")
     nip98_window_seconds: int = Field(60, ge=1, description="accepted clock skew of NIP-98 tokens")
+    max_relays_per_registration: int = Field(
+        8, ge=0, le=100, description="relays a registration may have watched (0xchat, Amethyst and Nos name relays)"
+    )
+    max_registration_relays: int = Field(100, ge=0, description="relays watched on behalf of registrations, in total")
+    allow_private_relays: bool = Field(False, description="accept loopback/private relay addresses from registrations")
 
 
 class AppConfig(_Section):
@@ -356,9 +361,6 @@ class PushSettingsDialectConfig(_Section):
         ge=1,
         description="settings and logouts older than this are ignored (0xchat re-sends unacknowledged settings later)",
     )
-    max_relays_per_device: int = Field(8, ge=0, le=100, description="relays watched on behalf of one device")
-    max_relays: int = Field(100, ge=0, description="relays watched on behalf of devices, in total")
-    allow_private_relays: bool = Field(False, description="accept loopback/private relay addresses from devices")
     max_groups_per_device: int = Field(
         500, ge=0, le=10_000, description="`#e` channels and relay groups per device (the rest are left out, counted)"
     )

@@ -63,7 +63,8 @@ async def test_push_settings_end_to_end(tmp_path: Path, local_relay: Any) -> Non
         tmp_path,
         [relay.url],
         SERVER.secret_hex,
-        dialects={"push_settings": {"heartbeat_timeout_seconds": TIMEOUT, "allow_private_relays": True}},
+        dialects={"push_settings": {"heartbeat_timeout_seconds": TIMEOUT}},
+        registration={"allow_private_relays": True},
     )
     server = RunningServer(settings)
     await server.start()
@@ -187,9 +188,7 @@ async def test_settings_survive_a_restart(tmp_path: Path, local_relay: Any) -> N
     """Settings are stored like any registration: groups and relays come back after a restart."""
     relay: RelayHandle = await local_relay()
     group_relay: RelayHandle = await local_relay()
-    settings = make_settings(
-        tmp_path, [relay.url], SERVER.secret_hex, dialects={"push_settings": {"allow_private_relays": True}}
-    )
+    settings = make_settings(tmp_path, [relay.url], SERVER.secret_hex, registration={"allow_private_relays": True})
     server = RunningServer(settings)
     await server.start()
     try:

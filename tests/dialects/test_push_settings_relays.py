@@ -11,8 +11,9 @@ import nostr_sdk
 import orjson
 import pytest
 
-from pushstr.config import LogAppConfig, PushSettingsDialectConfig
+from pushstr.config import LogAppConfig, PushSettingsDialectConfig, RegistrationConfig
 from pushstr.dialects.push_settings import PushSettings
+from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.engine.presence import Presence
 from pushstr.nostr.event import Event
 from pushstr.registry.service import Registry
@@ -56,13 +57,17 @@ async def _register(
         SERVER,
         registry,
         Presence(),
-        PushSettingsDialectConfig(allow_private_relays=allow_private),
+        PushSettingsDialectConfig(),
         app_for=lambda platform, app: "default",
         apps={"default": LogAppConfig()},
         default_kinds=(4, 1059),
-        configured_relays=(),
-        add_relay=added.append,
-        remove_relay=lambda url: None,
+        relays=RegistrationRelays(
+            RegistrationConfig(allow_private_relays=allow_private),
+            configured=(),
+            add_relay=added.append,
+            remove_relay=lambda url: None,
+            resolve=_resolve,
+        ),
         set_relay_filters=(filters if filters is not None else {}).__setitem__,
         resolve=_resolve,
     )

@@ -97,7 +97,8 @@ async def test_oxchat_ios_and_android_devices(
                 "allowed_hosts": ["127.0.0.1"],
             },
         },
-        dialects={"push_settings": {"allow_private_relays": True, "heartbeat_timeout_seconds": 120}},
+        dialects={"push_settings": {"heartbeat_timeout_seconds": 120}},
+        registration={"allow_private_relays": True},
     )
     server = RunningServer(settings)
     await server.start()

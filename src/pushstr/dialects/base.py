@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 from fastapi import APIRouter
 
 from pushstr.config import Settings
+from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.engine.pipeline import KindHandler, Submitter
 from pushstr.engine.presence import Presence
 from pushstr.nostr.keys import Keys
@@ -64,8 +65,8 @@ class DialectContext:
     registry: Registry
     delivery: Submitter
     presence: Presence
-    add_relay: Callable[[str], None]
-    remove_relay: Callable[[str], None]
+    relays: RegistrationRelays
+    """Watches the relays registrations name (one URL guard, per-registration and global caps)."""
     set_relay_filters: Callable[[str, Sequence[Mapping[str, Any]]], None]
     """Filters asked of one relay only, beside the shared plan (`RelayPool.set_relay_filters`)."""
     use_token: Callable[[str, int], Awaitable[bool]]

@@ -48,10 +48,11 @@ from pushstr.dialects.push_settings_message import (
     read_device_id,
     read_groups,
 )
+from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.engine.pipeline import KindHandler
 from pushstr.engine.presence import Presence
 from pushstr.logutil import RateLimitedLog, ident
-from pushstr.net.urlguard import RELAY_SCHEMES, EndpointRefused, Resolver, check_url, resolve_host
+from pushstr.net.urlguard import Resolver, resolve_host
 from pushstr.nostr import nip04, nip44
 from pushstr.nostr.errors import DecryptError
 from pushstr.nostr.event import Event
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
 
 DIALECT = "push-settings"
-MAX_RELAY_URL = 512
 QUEUE_SIZE = 10_000
 GROUP_IDS_PER_FILTER = 500
 
@@ -85,14 +85,11 @@ RESULTS = (
     "overloaded",
 )
 EVENTS = Counter("pushstr_push_settings_events_total", "Kind 22456 events by outcome", ["result"])
-RELAYS_REFUSED = Counter("pushstr_push_settings_relays_refused_total", "Device relays not watched", ["reason"])
 ENTRIES_IGNORED = Counter(
     "pushstr_push_settings_entries_ignored_total", "Settings list entries left out", ["field", "reason"]
 )
 for _result in RESULTS:
     EVENTS.labels(_result)
-for _reason in ("invalid", "refused", "limit"):
-    RELAYS_REFUSED.labels(_reason)
 for _field, _reasons in (("groups", ("invalid", "limit", "no_relay")), ("authors", ("invalid", "over_limit"))):
     for _reason in _reasons:
         ENTRIES_IGNORED.labels(_field, _reason)
@@ -134,18 +131,15 @@ class PushSettings(Dialect):
         app_for: Callable[[str, str | None], str | None],
         apps: Mapping[str, AppConfig],
         default_kinds: Iterable[int],
-        configured_relays: Iterable[str],
-        add_relay: Callable[[str], None],
-        remove_relay: Callable[[str], None],
+        relays: RegistrationRelays,
         set_relay_filters: GroupFilters,
         clock: Callable[[], float] = time.time,
         resolve: Resolver = resolve_host,
     ) -> None:
         """`app_for(platform, None)` is the app of a platform and `apps` the configured apps (an iOS device goes to
-        the APNs app whose topic is its bundle id); `configured_relays` are watched anyway, so devices listing
-        them add nothing; `add_relay`/`remove_relay` change what the relay pool connects to and
-        `set_relay_filters` what one relay is asked for (NIP-29 groups); `resolve` is the name lookup behind the
-        URL guard."""
+        the APNs app whose topic is its bundle id); `relays` watches the relays devices list (configured relays
+        are watched anyway) and `set_relay_filters` changes what one relay is asked for (NIP-29 groups);
+        `resolve` is the name lookup behind the device token check."""
         self._keys = keys
         self._server = keys.public_hex
         self._registry = registry
@@ -155,14 +149,11 @@ class PushSettings(Dialect):
         self._apps = apps
         self._topics = {app.topic: app_id for app_id, app in apps.items() if isinstance(app, ApnsAppConfig)}
         self._default_kinds = frozenset(default_kinds)
-        self._add_relay = add_relay
-        self._remove_relay = remove_relay
+        self._relays = relays
         self._set_relay_filters = set_relay_filters
         self._clock = clock
         self._resolve = resolve
-        self._configured_relays = tuple(dict.fromkeys(configured_relays))
-        self._relay_users: dict[str, set[tuple[str, str]]] = {}
-        self._device_relays: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._configured_relays = relays.configured
         self._group_follows: dict[str, dict[tuple[str, str], tuple[frozenset[int], tuple[str, ...]]]] = {}
         self._device_group_relays: dict[tuple[str, str], tuple[str, ...]] = {}
         self._logouts: dict[str, int] = {}
@@ -181,7 +172,7 @@ class PushSettings(Dialect):
         changed: set[str] = set()
         for reg in self._registry.registrations():
             if reg.dialect == DIALECT:
-                self._set_relays(reg.key, reg.relays)
+                self._relays.watch(reg.key, reg.relays)
                 changed |= self._follow_groups(reg)
         self._ask_for_groups(changed)
 
@@ -297,7 +288,7 @@ class PushSettings(Dialect):
         _count_ignored("groups", groups.ignored)
         authors, ignored_authors = read_authors(message.authors, config.max_authors_per_device)
         _count_ignored("authors", ignored_authors)
-        relays = await self._accepted_relays(self._wanted_relays(message.relays, groups.values))
+        relays = await self._relays.accepted(self._wanted_relays(message.relays, groups.values))
         kinds = self._default_kinds if message.kinds is None else frozenset(message.kinds)
         registration = Registration(
             pubkey=pubkey,
@@ -316,16 +307,16 @@ class PushSettings(Dialect):
             await self._registry.add(registration)
         except TooManyDevices as exc:
             raise Ignored("too_many_devices", str(exc)) from None
-        self._set_relays(registration.key, relays)
+        self._relays.watch(registration.key, relays)
         self._ask_for_groups(self._follow_groups(registration))
         return device.token
 
-    def _wanted_relays(self, listed: Sequence[Any], groups: Iterable[str]) -> list[str]:
+    def _wanted_relays(self, listed: Sequence[Any], groups: Iterable[str]) -> list[object]:
         """The device's relays, then `wss://<host>` for each relay group whose host no listed or configured relay
         has (0xchat rebuilds a group's relay URL the same way)."""
-        wanted = [url for url in listed if isinstance(url, str)]
-        RELAYS_REFUSED.labels("invalid").inc(len(listed) - len(wanted))
-        known_hosts = {relay_host(url) for url in (*self._configured_relays, *wanted)}
+        wanted: list[object] = list(listed)
+        named = [url for url in listed if isinstance(url, str)]
+        known_hosts = {relay_host(url) for url in (*self._configured_relays, *named)}
         for host in dict.fromkeys(group_host(entry) for entry in groups if is_group_key(entry)):
             if host not in known_hosts:
                 wanted.append(relay_url(host))
@@ -360,7 +351,7 @@ class PushSettings(Dialect):
             if reg.dialect == DIALECT and reg.created_at <= created_at:
                 await self._registry.remove(pubkey, reg.device_token)
                 self._presence.forget(pubkey, reg.device_token)
-                self._set_relays(reg.key, ())
+                self._relays.release(reg.key)
                 self._ask_for_groups(self._follow_groups(reg, following=False))
         return "logout"
 
@@ -368,59 +359,6 @@ class PushSettings(Dialect):
         horizon = self._clock() - self._config.stale_after_seconds
         if len(self._logouts) > 1000 or any(at < horizon for at in self._logouts.values()):
             self._logouts = {pubkey: at for pubkey, at in self._logouts.items() if at >= horizon}
-
-    async def _accepted_relays(self, urls: list[str]) -> list[str]:
-        """The relays of a device's list pushstr will connect to: `ws://`/`wss://` URLs that pass the URL guard
-        (their host resolves only to public addresses, unless `allow_private_relays`), at most
-        `max_relays_per_device` of them."""
-        accepted: list[str] = []
-        for url in dict.fromkeys(urls):
-            if len(accepted) >= self._config.max_relays_per_device:
-                RELAYS_REFUSED.labels("limit").inc()
-                continue
-            if len(url) > MAX_RELAY_URL or any(char.isspace() for char in url):
-                RELAYS_REFUSED.labels("invalid").inc()
-                continue
-            if url not in self._configured_relays:
-                try:
-                    await check_url(
-                        url,
-                        schemes=RELAY_SCHEMES,
-                        allow_private=self._config.allow_private_relays,
-                        resolve=self._resolve,
-                    )
-                except EndpointRefused:
-                    RELAYS_REFUSED.labels("refused").inc()
-                    _rate_log.info("22456-relay-refused", "device relay %s refused by the URL guard", ident(url))
-                    continue
-            accepted.append(url)
-        return accepted
-
-    def _set_relays(self, key: tuple[str, str], relays: Iterable[str]) -> None:
-        """Point a device at `relays`, connecting to new ones and dropping those no device lists any more."""
-        previous = self._device_relays.pop(key, ())
-        kept: list[str] = []
-        for url in dict.fromkeys(relays):
-            if url in self._configured_relays:
-                continue
-            users = self._relay_users.get(url)
-            if users is None:
-                if len(self._relay_users) >= self._config.max_relays:
-                    RELAYS_REFUSED.labels("limit").inc()
-                    continue
-                users = self._relay_users[url] = set()
-                self._add_relay(url)
-            users.add(key)
-            kept.append(url)
-        if kept:
-            self._device_relays[key] = tuple(kept)
-        for url in set(previous).difference(kept):
-            users = self._relay_users.get(url)
-            if users is not None:
-                users.discard(key)
-                if not users:
-                    del self._relay_users[url]
-                    self._remove_relay(url)
 
     def _follow_groups(self, reg: Registration, *, following: bool = True) -> set[str]:
         """Record the NIP-29 groups `reg` follows (none when not `following`); the relays whose filters changed.
@@ -485,8 +423,6 @@ def build(context: DialectContext) -> PushSettings | None:
         app_for=settings.app_for,
         apps=settings.apps,
         default_kinds=settings.registration.default_kinds,
-        configured_relays=settings.nostr.relays,
-        add_relay=context.add_relay,
-        remove_relay=context.remove_relay,
+        relays=context.relays,
         set_relay_filters=context.set_relay_filters,
     )
