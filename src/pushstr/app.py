@@ -21,7 +21,7 @@ from typing import Any
 
 from pushstr.config import Settings
 from pushstr.delivery.stage import Delivery, build_delivery
-from pushstr.dialects import http_nip98, marmot, mostro, push_settings
+from pushstr.dialects import amethyst, http_nip98, marmot, mostro, nos, push_settings, verse
 from pushstr.dialects.base import Dialect, DialectBuilder, DialectContext
 from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.engine.admission import Admission, AdmissionLimits
@@ -44,7 +44,15 @@ from pushstr.store.sealing import TokenSeal
 log = logging.getLogger(__name__)
 
 #: Every registration protocol pushstr speaks; adding one is a module with `build(context)` and a line here.
-DIALECTS: tuple[DialectBuilder, ...] = (http_nip98.build, push_settings.build, mostro.build, marmot.build)
+DIALECTS: tuple[DialectBuilder, ...] = (
+    http_nip98.build,
+    push_settings.build,
+    mostro.build,
+    marmot.build,
+    verse.build,
+    amethyst.build,
+    nos.build,
+)
 
 EXPIRE_INTERVAL = 30.0
 PRUNE_INTERVAL = 3600.0

@@ -436,12 +436,33 @@ class MarmotDialectConfig(_Section):
     max_future_seconds: int = Field(300, ge=0, description="triggers dated further ahead are ignored")
 
 
+class VerseDialectConfig(_Section):
+    """Verse's kinds 3079–3082: FCM tokens and notification filters sent as NIP-44 events to the server key."""
+
+    enabled: bool = Field(True, description="subscribe to and handle kinds 3079–3082")
+
+
+class AmethystDialectConfig(_Section):
+    """Amethyst's `POST /register` with kind 22242 events: an FCM token or push URL and the account's relays."""
+
+    enabled: bool = Field(True, description="serve `POST /register`")
+
+
+class NosDialectConfig(_Section):
+    """Nos's kind 6666: an APNs token and the account's relays in a plaintext, signed event."""
+
+    enabled: bool = Field(True, description="subscribe to and handle kind 6666")
+
+
 class DialectsConfig(_Section):
     push_settings: PushSettingsDialectConfig = Field(
         PushSettingsDialectConfig(), description="kind 22456 push settings"
     )
     mostro: MostroDialectConfig = Field(MostroDialectConfig(), description="the Mostro push API")
     marmot: MarmotDialectConfig = Field(MarmotDialectConfig(), description="Marmot Push v1 triggers")
+    verse: VerseDialectConfig = Field(VerseDialectConfig(), description="Verse's kinds 3079–3082")
+    amethyst: AmethystDialectConfig = Field(AmethystDialectConfig(), description="Amethyst's `POST /register`")
+    nos: NosDialectConfig = Field(NosDialectConfig(), description="Nos's kind 6666")
 
 
 DEFAULT_APP = "default"

@@ -29,6 +29,7 @@ def _info(service: Service) -> dict[str, Any]:
         "pubkey": service.keys.public_hex,
         "npub": nip19.npub_encode(service.keys.public_hex),
         "dialects": [dialect.name for dialect in service.dialects],
+        "dialect_info": {dialect.name: dict(info) for dialect in service.dialects if (info := dialect.describe())},
         "relay_endpoint": service.settings.endpoint.enabled,
         "transports": service.delivery.transport_names,
         "apps": sorted(service.settings.apps),

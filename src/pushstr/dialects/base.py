@@ -40,6 +40,10 @@ class Dialect:
         """Filters every watched relay is asked for on this dialect's behalf, beside the registrations' interest."""
         return ()
 
+    def describe(self) -> Mapping[str, Any]:
+        """What a client needs to know to use this dialect here (kinds, formats, routes), listed by `/info`."""
+        return {}
+
     def router(self) -> APIRouter | None:
         """The HTTP routes this dialect serves, if any."""
         return None
