@@ -12,6 +12,7 @@ import orjson
 import uvicorn
 
 from pushstr.api.app import create_app
+from pushstr.api.server import server_config
 from pushstr.app import Service
 from pushstr.config import Settings
 from tests.conftest import free_port
@@ -42,14 +43,7 @@ class RunningServer:
         self.service = Service(settings)
         self.base_url = f"http://127.0.0.1:{settings.server.port}"
         self.ws_url = f"ws://127.0.0.1:{settings.server.port}/"
-        config = uvicorn.Config(
-            create_app(self.service),
-            host="127.0.0.1",
-            port=settings.server.port,
-            log_level="warning",
-            lifespan="on",
-            proxy_headers=False,  # as `pushstr serve` runs it: see `net.clientaddr`
-        )
+        config = server_config(create_app(self.service), settings, host="127.0.0.1", log_level="warning")
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -32,23 +32,10 @@ def _serve(args: argparse.Namespace) -> int:
             self._captured_signals.clear()
 
     from pushstr.api.app import create_app
+    from pushstr.api.server import server_config
     from pushstr.app import Service
 
-    service = Service(settings)
-    app = create_app(service)
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        ws_max_size=settings.endpoint.max_message_bytes * 2,
-        log_level="info",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-        # `request.client` stays the TCP peer: `X-Forwarded-For` is read only from the proxies the operator trusts
-        # (`server.trusted_proxies`, `net.clientaddr.client_address`), never on uvicorn's own terms.
-        proxy_headers=False,
-    )
+    config = server_config(create_app(Service(settings)), settings)
     asyncio.run(GracefulServer(config).serve())
     return 0
 

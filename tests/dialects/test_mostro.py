@@ -298,7 +298,12 @@ async def test_mostro_api_end_to_end(tmp_path: Path, local_relay: Any) -> None:
             per_ip = await post("/api/notify", {"trade_pubkey": fresh})
             assert per_ip.status_code == 429
             assert per_ip.content == per_pubkey.content
-            assert per_ip.json() == {"success": False, "message": "rate limited"}
+            assert per_ip.json() == {
+                "success": False,
+                "message": "rate limited",
+                "error": "rate_limited",
+                "reason": "rate limited",
+            }
             assert (await post("/api/notify", {"trade_pubkey": "nope"})).status_code == 400
 
             # Unregister: removed, then already gone.

@@ -13,7 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushstr import __version__
 from pushstr.api.errors import BodyLimit, install_error_handlers
+from pushstr.api.schemas import About, Health, Info, Ready, Relays
 from pushstr.app import Service
+from pushstr.dialects.routes import success
 from pushstr.logutil import shown_url
 from pushstr.net.clientaddr import TrustedProxies
 from pushstr.nostr import nip19
@@ -135,11 +137,16 @@ def create_app(service: Service, manage_service: bool = True) -> FastAPI:
         TrustedProxies.parse(service.settings.server.trusted_proxies),
     )
 
-    @app.get("/health", summary="Liveness")
+    @app.get("/health", summary="Liveness", response_model=Health)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="Readiness: store open and the ingest running; the outbox's pending pushes")
+    @app.get(
+        "/ready",
+        summary="Readiness: store open and the ingest running; the outbox's pending pushes",
+        response_model=None,
+        responses={**success(Ready), **success(Ready, 503)},
+    )
     async def ready() -> JSONResponse:
         is_ready = await service.ready()
         outbox = service.delivery.outbox
@@ -148,20 +155,38 @@ def create_app(service: Service, manage_service: bool = True) -> FastAPI:
             body["outbox"] = {"pending": len(outbox), "oldest_seconds": round(outbox.oldest_age(), 3)}
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
-    @app.get("/info", summary="Server identity, dialects and transports")
-    async def info() -> dict[str, Any]:
-        return _info(service)
+    @app.get("/info", summary="Server identity, dialects and transports", response_model=None, responses=success(Info))
+    async def info() -> JSONResponse:
+        return JSONResponse(_info(service))
 
-    @app.get("/relays", summary="Every relay connection: state, subscriptions used and allowed, counters")
-    async def relays() -> dict[str, Any]:
+    @app.get(
+        "/relays",
+        summary="Every relay connection: state, subscriptions used and allowed, counters",
+        response_model=None,
+        responses=success(Relays),
+    )
+    async def relays() -> JSONResponse:
         configured = frozenset(service.settings.nostr.relays)
-        return {"relays": [_relay_status(service, status, configured) for status in service.pool.status()]}
+        return JSONResponse(
+            {"relays": [_relay_status(service, status, configured) for status in service.pool.status()]}
+        )
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", summary="NIP-11 document (Accept: application/nostr+json) or a short description")
+    @app.get(
+        "/",
+        summary="NIP-11 document (Accept: application/nostr+json) or a short description",
+        response_model=None,
+        responses={
+            200: {
+                "model": About,
+                "description": "a short description; the NIP-11 document when asked for application/nostr+json",
+                "content": {"application/nostr+json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
     async def root(request: Request) -> JSONResponse:
         if "application/nostr+json" in request.headers.get("accept", ""):
             return JSONResponse(

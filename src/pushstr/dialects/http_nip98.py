@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pushstr.config import WebPushAppConfig
 from pushstr.dialects.base import Dialect, DialectContext
-from pushstr.dialects.routes import ApiError, parse_body
+from pushstr.dialects.routes import ApiError, answers, json_request, parse_body, success
 from pushstr.net.urlguard import Resolver, resolve_host
 from pushstr.nostr import nip19, nip98
 from pushstr.nostr.errors import AuthError, InvalidKey, NostrError
@@ -63,6 +63,40 @@ class UnregisterBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     device_token: str = Field(min_length=1, max_length=MAX_TOKEN_BYTES)
+
+
+class LastPush(BaseModel):
+    at: float = Field(description="Unix time the last push to the device ended")
+    outcome: str = Field(description="delivered, rejected, expired, dead, …")
+
+
+class RegistrationView(BaseModel):
+    """A registration as `registration_view` shows it."""
+
+    pubkey: str
+    npub: str
+    device_token: str
+    platform: Platform
+    app: str
+    kinds: list[int]
+    mode: Mode | None
+    created_at: int
+    last_push: LastPush | None = Field(None, description="only in `GET /registrations`")
+
+
+class Registered(BaseModel):
+    ok: bool
+    registration: RegistrationView
+
+
+class Removed(BaseModel):
+    ok: bool
+    removed: int
+
+
+class Registrations(BaseModel):
+    pubkey: str
+    registrations: list[RegistrationView]
 
 
 def registration_view(reg: Registration, status: DeliveryStatus | None = None) -> dict[str, Any]:
@@ -172,7 +206,14 @@ class HttpNip98(Dialect):
                 raise ApiError(401, nip98.REPLAYED)
             return auth
 
-        @router.post("/register", status_code=201, summary="Register a device for a pubkey (NIP-98 signed by it)")
+        @router.post(
+            "/register",
+            status_code=201,
+            summary="Register a device for a pubkey (NIP-98 signed by it)",
+            openapi_extra=json_request(RegisterBody),
+            response_model=None,
+            responses={**success(Registered, 201), **answers(400, 401, 409, 413)},
+        )
         async def register(request: Request) -> JSONResponse:
             body = await request.body()
             auth = await authenticate(request, body)
@@ -210,7 +251,7 @@ class HttpNip98(Dialect):
             REGISTRATIONS.labels("register").inc()
             return JSONResponse({"ok": True, "registration": registration_view(registration)}, status_code=201)
 
-        async def unregister(request: Request) -> dict[str, Any]:
+        async def unregister(request: Request) -> JSONResponse:
             body = await request.body()
             auth = await authenticate(request, body)
             data: UnregisterBody = parse_body(body, UnregisterBody)
@@ -218,24 +259,32 @@ class HttpNip98(Dialect):
             if not removed:
                 raise ApiError(404, "no such device registered for this pubkey")
             REGISTRATIONS.labels("unregister").inc()
-            return {"ok": True, "removed": 1}
+            return JSONResponse({"ok": True, "removed": 1})
 
         for method in ("DELETE", "POST"):
             router.add_api_route(
                 "/unregister",
                 unregister,
                 methods=[method],
-                summary="Remove a device",
+                summary="Remove a device (NIP-98)",
                 operation_id=f"unregister_{method}",
+                openapi_extra=json_request(UnregisterBody),
+                response_model=None,
+                responses={**success(Removed), **answers(400, 401, 404, 413)},
             )
 
-        @router.get("/registrations", summary="The caller's registered devices (NIP-98)")
-        async def registrations(request: Request) -> dict[str, Any]:
+        @router.get(
+            "/registrations",
+            summary="The caller's registered devices (NIP-98)",
+            response_model=None,
+            responses={**success(Registrations), **answers(401)},
+        )
+        async def registrations(request: Request) -> JSONResponse:
             auth = await authenticate(request, b"")
             devices = registry.registrations_of(auth.pubkey)
             statuses = await registry.delivery_statuses(auth.pubkey)
             views = [registration_view(reg, statuses.get(reg.device_token)) for reg in devices]
-            return {"pubkey": auth.pubkey, "registrations": views}
+            return JSONResponse({"pubkey": auth.pubkey, "registrations": views})
 
         return router
 

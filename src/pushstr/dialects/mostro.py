@@ -36,13 +36,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
+from pydantic import BaseModel, Field
 
 from pushstr import __version__
 from pushstr.config import AppConfig, ConfigError, MostroDialectConfig, WebPushAppConfig
 from pushstr.delivery.render import payload_mode
 from pushstr.dialects.base import Dialect, DialectContext
 from pushstr.dialects.mostro_token import DERIVATIONS, TokenError, decrypt_token, server_pubkey_compressed
-from pushstr.dialects.routes import HTTP_ERRORS, ApiError, error_body, json_object
+from pushstr.dialects.routes import HTTP_ERRORS, ApiError, answers, error_body, json_object, json_request, success
 from pushstr.engine.pipeline import Submitter
 from pushstr.logutil import RateLimitedLog
 from pushstr.net.clientaddr import TrustedProxies, client_address
@@ -71,7 +72,80 @@ TOKEN_DERIVATIONS = Counter(
     "pushstr_mostro_token_derivations_total", "Encrypted Mostro tokens opened, by key derivation", ["derivation"]
 )
 BAD_PUBKEY = "Invalid trade_pubkey format (expected 64 hex characters)"
-RATE_LIMITED = {"success": False, "message": "rate limited"}
+RATE_LIMITED = "rate limited"
+
+
+class MostroError(BaseModel):
+    """Mostro's error body, with pushstr's `error` / `reason` beside it."""
+
+    success: bool = False
+    message: str
+    error: str
+    reason: str
+
+
+PUBKEY_PATTERN = "^[0-9a-fA-F]{64}$"
+
+
+class MostroPlainToken(BaseModel):
+    """`POST /api/register` with a plaintext token: an FCM token, or a UnifiedPush endpoint URL."""
+
+    trade_pubkey: str = Field(pattern=PUBKEY_PATTERN)
+    token: str = Field(min_length=1, max_length=MAX_TOKEN_BYTES, pattern="^[!-~]+$")
+    platform: str = Field(pattern="^([aA][nN][dD][rR][oO][iI][dD]|[iI][oO][sS])$", description="android or ios")
+    mostro_pubkey: Any = Field(
+        None, description="the Mostro instance (64 hex), checked only when the server trusts some instances alone"
+    )
+
+
+class MostroSealedToken(BaseModel):
+    """`POST /api/register` with a token sealed to the server key (it names its platform inside)."""
+
+    trade_pubkey: str = Field(pattern=PUBKEY_PATTERN)
+    encrypted_token: str = Field(
+        pattern="^[A-Za-z0-9+/]{375}=$", description="base64 of the 281-byte sealed token (only this server opens it)"
+    )
+    mostro_pubkey: Any = Field(
+        None, description="the Mostro instance (64 hex), checked only when the server trusts some instances alone"
+    )
+
+
+class MostroPubkeyBody(BaseModel):
+    """`POST /api/unregister` and `/api/notify`."""
+
+    trade_pubkey: str = Field(pattern=PUBKEY_PATTERN)
+
+
+class MostroResult(BaseModel):
+    success: bool
+    message: str
+    platform: str | None = Field(None, description="the platform the client named (register)")
+
+
+class MostroAccepted(BaseModel):
+    accepted: bool
+
+
+class MostroTokenCounts(BaseModel):
+    total: int
+    android: int
+    ios: int
+
+
+class MostroStatus(BaseModel):
+    status: str
+    version: str
+    server_pubkey: str
+    tokens: MostroTokenCounts
+
+
+class MostroInfo(BaseModel):
+    server_pubkey: str
+    version: str
+    encrypted_token_size: int
+    encryption_enabled: bool
+    token_formats: list[str]
+    key_derivations: list[str]
 
 
 def _fail(route: str, status: int, message: str, **fields: Any) -> JSONResponse:
@@ -82,9 +156,9 @@ def _fail(route: str, status: int, message: str, **fields: Any) -> JSONResponse:
 
 
 def _limited(route: str, wait: float) -> JSONResponse:
-    REQUESTS.labels(route, "429").inc()
-    HTTP_ERRORS.labels("429").inc()
-    return JSONResponse(RATE_LIMITED, 429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+    response = _fail(route, 429, RATE_LIMITED)
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
 
 
 class _BadRequest(Exception):
@@ -321,7 +395,7 @@ def _build_router(api: MostroApi) -> APIRouter:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/info", summary="Server key and the token formats accepted (Mostro)")
+    @router.get("/info", summary="Server key and the token formats accepted (Mostro)", responses=success(MostroInfo))
     async def info() -> dict[str, Any]:
         return {
             "server_pubkey": api.server_pubkey,
@@ -332,11 +406,17 @@ def _build_router(api: MostroApi) -> APIRouter:
             "key_derivations": list(DERIVATIONS),
         }
 
-    @router.get("/status", summary="Token counts (Mostro)")
+    @router.get("/status", summary="Token counts (Mostro)", responses=success(MostroStatus))
     async def status() -> dict[str, Any]:
         return {"status": "running", "version": __version__, "server_pubkey": api.server_pubkey, "tokens": api.counts()}
 
-    @router.post("/register", summary="Register a device token for a trade pubkey (Mostro)")
+    @router.post(
+        "/register",
+        summary="Register a device token for a trade pubkey (Mostro)",
+        openapi_extra=json_request(MostroPlainToken, MostroSealedToken),
+        response_model=None,
+        responses={**success(MostroResult), **answers(400, 403, 409, 413, model=MostroError)},
+    )
     async def register(request: Request) -> JSONResponse:
         try:
             platform = await api.register(await _json_body(request, MAX_REGISTER_BODY))
@@ -346,7 +426,13 @@ def _build_router(api: MostroApi) -> APIRouter:
         REQUESTS.labels("register", "200").inc()
         return JSONResponse({"success": True, "message": "Token registered successfully", "platform": str(platform)})
 
-    @router.post("/unregister", summary="Remove a trade pubkey's token (Mostro)")
+    @router.post(
+        "/unregister",
+        summary="Remove a trade pubkey's token (Mostro)",
+        openapi_extra=json_request(MostroPubkeyBody),
+        response_model=None,
+        responses={**success(MostroResult), **answers(400, 413, model=MostroError)},
+    )
     async def unregister(request: Request) -> JSONResponse:
         try:
             removed = await api.unregister(await _json_body(request, MAX_SMALL_BODY))
@@ -358,7 +444,14 @@ def _build_router(api: MostroApi) -> APIRouter:
         )
         return JSONResponse({"success": True, "message": message})
 
-    @router.post("/notify", status_code=202, summary="Wake a trade pubkey's device (Mostro); always 202")
+    @router.post(
+        "/notify",
+        status_code=202,
+        summary="Wake a trade pubkey's device (Mostro); 202 whether or not it has one",
+        openapi_extra=json_request(MostroPubkeyBody),
+        response_model=None,
+        responses={**success(MostroAccepted, 202), **answers(400, 413, 429, model=MostroError)},
+    )
     async def notify(request: Request) -> JSONResponse:
         try:
             pubkey = _trade_pubkey(await _json_body(request, MAX_SMALL_BODY))
