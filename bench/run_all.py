@@ -33,6 +33,7 @@ BENCHES = {
     "scale": ("bench_scale.py", []),
     "subscriptions": ("bench_subscriptions.py", []),
     "nostr": ("bench_nostr.py", []),
+    "marmot": ("bench_marmot.py", []),
 }
 """Name → (script, extra arguments of the full run). The order is the order of the table."""
 RESULTS = ROOT / "bench" / "RESULTS.md"
