@@ -45,12 +45,12 @@ log = logging.getLogger(__name__)
 
 #: Every registration protocol pushstr speaks; adding one is a module with `build(context)` and a line here.
 DIALECTS: tuple[DialectBuilder, ...] = (
+    amethyst.build,  # before http_nip98: both serve `POST /register`, Amethyst's route only without Authorization
     http_nip98.build,
     push_settings.build,
     mostro.build,
     marmot.build,
     verse.build,
-    amethyst.build,
     nos.build,
 )
 

@@ -445,7 +445,24 @@ class VerseDialectConfig(_Section):
 class AmethystDialectConfig(_Section):
     """Amethyst's `POST /register` with kind 22242 events: an FCM token or push URL and the account's relays."""
 
-    enabled: bool = Field(True, description="serve `POST /register`")
+    enabled: bool = Field(True, description="serve `POST /register` (beside HTTP + NIP-98, told apart by the body)")
+    fcm_app: str | None = Field(
+        None, description="the app FCM tokens are pushed with (fcm or log); unset: the android platform's app"
+    )
+    push_url_app: str | None = Field(
+        None,
+        description="the app push URLs (UnifiedPush, ntfy) are pushed with (webpush or log); unset: the unifiedpush "
+        "platform's app",
+    )
+    max_events: int = Field(
+        50, ge=1, le=1000, description="kind 22242 events in one request (Amethyst sends one per account)"
+    )
+    window_seconds: int = Field(
+        600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="accepted distance of an event's `created_at` from now (Amethyst signs each request as it sends)",
+    )
 
 
 class NosDialectConfig(_Section):

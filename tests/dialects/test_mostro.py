@@ -353,6 +353,26 @@ async def test_registration_is_not_rate_limited_but_notify_is(tmp_path: Path) ->
         await server.stop()
 
 
+async def test_oversized_bodies_get_mostros_400_and_other_routes_the_common_413(tmp_path: Path) -> None:
+    """Mostro's API documents 400 for a body too large, at any size; pushstr's own routes answer 413."""
+    server = RunningServer(make_settings(tmp_path, [], SERVER.secret_hex))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            padding = "x" * (server.settings.server.max_body_bytes + 1)
+            for size, route in ((10_000, "/api/register"), (len(padding), "/api/register"), (2_000, "/api/notify")):
+                response = await client.post(
+                    route, content=padding[:size], headers={"content-type": "application/json"}
+                )
+                assert response.status_code == 400, (size, route)
+                assert response.json()["message"] == "Request body too large"
+                assert response.json()["error"] == "bad_request"
+            response = await client.post("/register", content=padding, headers={"content-type": "application/json"})
+            assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
+    finally:
+        await server.stop()
+
+
 async def test_trusted_instances(tmp_path: Path) -> None:
     trusted = MOSTRO.public_key().to_hex()
     settings = make_settings(tmp_path, [], SERVER.secret_hex, dialects={"mostro": {"trusted_instances": [trusted]}})

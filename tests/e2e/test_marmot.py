@@ -15,8 +15,11 @@ from pushstr.nostr.keys import Keys
 from tests.conftest import RelayHandle
 from tests.dialects.marmot_client import APNS, FCM, content_of, padding_chunk, sdk_trigger, seal_token, trigger
 from tests.e2e.clients import gift_wrap, publish, register
+from tests.fakes import ApnsKey, apns_app
+from tests.fakes.apns import FakeAPNs
+from tests.fakes.fcm import FakeFCM
 from tests.fakes.strict_relay import StrictRelay
-from tests.harness import RunningServer, make_settings
+from tests.harness import RunningServer, make_settings, wait_until
 
 SERVER = Keys.generate()
 ALICE = nostr_sdk.Keys.generate()
@@ -89,3 +92,45 @@ async def test_triggers_wake_every_token_silently_and_dms_still_reach_users(tmp_
     finally:
         await server.stop()
         await big_frames.stop()
+
+
+async def test_triggers_reach_apns_and_fcm_as_the_protocol_asks(
+    tmp_path: Path, local_relay: Any, fake_apns: FakeAPNs, apns_key: ApnsKey
+) -> None:
+    """APNs: background push, priority 5, `{"aps": {"content-available": 1}}`; FCM: data-only, high priority,
+    `content_available: "true"`; each valid chunk once, nothing for padding."""
+    relay: RelayHandle = await local_relay()
+    fcm = FakeFCM(tmp_path)
+    await fcm.start()
+    fcm_app = {
+        "transport": "fcm",
+        "base_url": fcm.url,
+        "ca_file": str(fcm.ca_file),
+        "service_account_file": str(fcm.write_service_account()),
+    }
+    apps = {"phone": apns_app(fake_apns, apns_key).model_dump(mode="json", exclude_none=True), "droid": fcm_app}
+    settings = make_settings(
+        tmp_path, [relay.url], SERVER.secret_hex, apps=apps, platform_apps={"ios": "phone", "android": "droid"}
+    )
+    server = RunningServer(settings)
+    await server.start()
+    try:
+        chunks = [
+            seal_token(SERVER.public_hex, APNS, APNS_TOKEN),
+            padding_chunk(),
+            seal_token(SERVER.public_hex, FCM, FCM_TOKENS[0]),
+        ]
+        await publish(relay.url, trigger(SERVER.public_hex, content_of(chunks)).to_dict())
+        request = await fake_apns.next_request(timeout=15)
+        await wait_until(lambda: len(fcm.requests) == 1 and server.service.delivery.pending == 0)
+    finally:
+        await server.stop()
+        await fcm.stop()
+    assert len(fake_apns.requests) == 1 and len(fcm.requests) == 1
+    assert request.device_token == APNS_TOKEN.hex()
+    assert (request.headers["apns-push-type"], request.headers["apns-priority"]) == ("background", "5")
+    assert request.payload["aps"] == {"content-available": 1}
+    message = fcm.requests[0].message
+    assert message["token"] == FCM_TOKENS[0].decode()
+    assert message["data"]["content_available"] == "true"
+    assert message["android"]["priority"] == "high" and "notification" not in message

@@ -71,7 +71,7 @@ async def test_data_only_delivery_with_one_oauth_token(fake_fcm: FakeFCM, dead_h
     assert fake_fcm.token_requests == 1
     message = fake_fcm.requests[0].message
     assert message["token"] == "fcm-token-1"
-    assert message["data"] == {"count": "1"}
+    assert message["data"] == {"count": "1", "content_available": "true"}
     assert message["android"]["priority"] == "high"
     assert "notification" not in message
 

@@ -125,7 +125,11 @@ def create_app(service: Service, manage_service: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=service.settings.server.max_body_bytes)
+
+    def too_large(path: str, limit: int) -> tuple[int, dict[str, Any]] | None:
+        return next((own for dialect in service.dialects if (own := dialect.body_too_large(path, limit))), None)
+
+    app.add_middleware(BodyLimit, max_bytes=service.settings.server.max_body_bytes, too_large=too_large)
     for dialect in service.dialects:
         router = dialect.router()
         if router is not None:

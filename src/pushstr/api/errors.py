@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -67,24 +69,32 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+TooLarge = Callable[[str, int], tuple[int, dict[str, Any]] | None]
+"""A dialect's own answer to an oversized body on its path (`Dialect.body_too_large`), else None."""
+
+
 class BodyLimit:
     """ASGI middleware: refuse request bodies over `max_bytes` with 413, by header or by what arrives.
 
     The body is read (up to the limit) before the app runs and replayed to it: request bodies here are small
-    JSON documents, and refusing before any route code runs means an oversized request can change nothing.
+    JSON documents, and refusing before any route code runs means an oversized request can change nothing. A
+    dialect whose wire format documents another answer (Mostro's 400) gives it through `too_large`.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, too_large: TooLarge | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.too_large = too_large
 
-    async def _refuse(self, send: Send) -> None:
-        HTTP_ERRORS.labels("413").inc()
-        body = orjson.dumps(error_body(413, f"request body larger than {self.max_bytes} bytes"))
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        own = self.too_large(scope.get("path", ""), self.max_bytes) if self.too_large is not None else None
+        status, document = own or (413, error_body(413, f"request body larger than {self.max_bytes} bytes"))
+        HTTP_ERRORS.labels(str(status)).inc()
+        body = orjson.dumps(document)
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
             }
         )
@@ -96,7 +106,7 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
         chunks: list[bytes] = []
         received = 0
@@ -107,7 +117,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -17,6 +17,9 @@ Modes, chosen per app and overridable per registration (`payload_mode`, the one 
   relay hint; `mutable-content` lets an iOS extension decrypt and rewrite it.
 - `encrypted`: a placeholder alert (data-only on Android / Web) whose data is one NIP-44 payload to the device's
   key, padded to fixed size classes so the push service sees neither content nor identities nor sizes.
+- `wrapped`: data-only, the signed event itself NIP-44-encrypted to the recipient in a one-layer kind 1059 from a
+  fresh key (`nostr.nip59.wrap_once`), as Amethyst's push server sends it. A wrap over 4000 bytes, or one the
+  transport cannot fit, wraps a kind 23903 wake-up naming the event instead (`nostr.nip59.wake_up`).
 """
 
 from __future__ import annotations
@@ -29,15 +32,26 @@ from typing import Any, Protocol
 import orjson
 
 from pushstr.config import AppConfig
+from pushstr.nostr import nip59
 from pushstr.registry.model import Mode, Registration
-from pushstr.transports.base import MAX_PAYLOAD_BYTES, Encoded, Notification, Rendered, SendResult, Transport
+from pushstr.transports.base import (
+    ENCRYPTED_EVENT_KEY,
+    MAX_PAYLOAD_BYTES,
+    Encoded,
+    Notification,
+    Rendered,
+    SendResult,
+    Transport,
+)
 
 #: Plaintext sizes (bytes) an `encrypted` payload is padded to; the largest still fits 4 KB once encrypted.
 SIZE_CLASSES = (512, 1024, 2048)
 #: Shown by iOS until the app's extension replaces it with the decrypted text.
 ENCRYPTED_PLACEHOLDER = "New notification"
 #: Modes whose payload carries the signed event, so only they pay for serializing it.
-MODES_WITH_EVENT = frozenset({Mode.ALERT_EVENT, Mode.ENCRYPTED})
+MODES_WITH_EVENT = frozenset({Mode.ALERT_EVENT, Mode.ENCRYPTED, Mode.WRAPPED})
+#: The largest wrap pushed whole; a larger one becomes a wake-up (the limit Amethyst's push server applies).
+WRAP_LIMIT = 4000
 
 Measure = Callable[[Rendered], int]
 Encrypt = Callable[[str, str], str]
@@ -135,6 +149,8 @@ def render(
     it, or without a device key, the `encrypted` mode falls back to `silent` rather than leak anything.
     """
     mode = payload_mode(device, app)
+    if mode is Mode.WRAPPED:
+        return _wrapped(notification, measure=measure, limit=limit)
     collapse = collapse_id(notification)
     if mode is Mode.ENCRYPTED:
         if encrypt is not None and device.device_pubkey:
@@ -207,6 +223,26 @@ def _encrypted(
         True,
         degraded,
     )
+
+
+def _wrapped(notification: Notification, *, measure: Measure, limit: int) -> Rendered:
+    """The event in a one-layer wrap to the recipient, else a wrapped wake-up about it.
+
+    No collapse id: every push carries a different event, and a push service that collapsed two would lose one.
+    A notification that came without its event (matched while the device had another mode) gets a wake-up too.
+    Batching would push only the newest of the events it merges, so the apps of wrapped devices should not batch.
+    """
+    recipient = notification.recipient
+    event_json = notification.event_json
+    if event_json is not None:
+        wrap = nip59.wrap_once(event_json.decode(), recipient).to_json()
+        whole = Rendered("silent", data={ENCRYPTED_EVENT_KEY: wrap.decode()})
+        if len(wrap) <= WRAP_LIMIT and measure(whole) <= limit:
+            return whole
+    author = orjson.loads(event_json)["pubkey"] if event_json is not None else None
+    wake = nip59.wake_up(notification.event_id, notification.kind, author, notification.relay)
+    wrapped_wake = nip59.wrap_once(wake.to_json().decode(), recipient).to_json().decode()
+    return Rendered("silent", data={ENCRYPTED_EVENT_KEY: wrapped_wake}, degraded=event_json is not None)
 
 
 def _padded(inner: Mapping[str, Any]) -> str | None:

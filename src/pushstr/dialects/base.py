@@ -48,6 +48,11 @@ class Dialect:
         """The HTTP routes this dialect serves, if any."""
         return None
 
+    def body_too_large(self, path: str, limit: int) -> tuple[int, dict[str, Any]] | None:
+        """The answer (status, JSON body) to a request body over the server's limit on one of this dialect's
+        routes, when its wire format documents its own; None: the common 413."""
+        return None
+
     async def start(self) -> None:
         """Called once the registry is loaded (restore state kept beside registrations, start workers)."""
 

@@ -73,6 +73,9 @@ TOKEN_DERIVATIONS = Counter(
 )
 BAD_PUBKEY = "Invalid trade_pubkey format (expected 64 hex characters)"
 RATE_LIMITED = "rate limited"
+TOO_LARGE = "Request body too large"
+PREFIX = "/api"
+ROUTES = frozenset({"register", "unregister", "notify"})
 
 
 class MostroError(BaseModel):
@@ -148,11 +151,16 @@ class MostroInfo(BaseModel):
     key_derivations: list[str]
 
 
-def _fail(route: str, status: int, message: str, **fields: Any) -> JSONResponse:
-    """Mostro's error shape plus pushstr's `error`/`reason`, counted."""
+def _failure_body(status: int, message: str) -> dict[str, Any]:
+    """Mostro's error shape plus pushstr's `error`/`reason`."""
+    return {"success": False, "message": message, **error_body(status, message)}
+
+
+def _fail(route: str, status: int, message: str) -> JSONResponse:
+    """A refusal in Mostro's error shape, counted."""
     REQUESTS.labels(route, str(status)).inc()
     HTTP_ERRORS.labels(str(status)).inc()
-    return JSONResponse({"success": False, "message": message, **error_body(status, message), **fields}, status)
+    return JSONResponse(_failure_body(status, message), status)
 
 
 def _limited(route: str, wait: float) -> JSONResponse:
@@ -174,7 +182,7 @@ class _BadRequest(Exception):
 async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     body = await request.body()
     if len(body) > limit:
-        raise _BadRequest(400, "Request body too large")
+        raise _BadRequest(400, TOO_LARGE)
     try:
         return json_object(body)
     except ApiError:
@@ -386,10 +394,18 @@ class MostroApi(Dialect):
     def router(self) -> APIRouter:
         return _build_router(self)
 
+    def body_too_large(self, path: str, limit: int) -> tuple[int, dict[str, Any]] | None:
+        """Mostro's API answers an oversized body with its 400, whatever the size."""
+        if not path.startswith(PREFIX + "/"):
+            return None
+        route = path.removeprefix(PREFIX + "/")
+        REQUESTS.labels(route if route in ROUTES else "other", "400").inc()
+        return 400, _failure_body(400, TOO_LARGE)
+
 
 def _build_router(api: MostroApi) -> APIRouter:
     """Routes under `/api`: health, info, status, register, unregister, notify."""
-    router = APIRouter(prefix="/api", tags=["Mostro push API"])
+    router = APIRouter(prefix=PREFIX, tags=["Mostro push API"])
 
     @router.get("/health", summary="Liveness (Mostro)")
     async def health() -> dict[str, str]:
@@ -415,7 +431,7 @@ def _build_router(api: MostroApi) -> APIRouter:
         summary="Register a device token for a trade pubkey (Mostro)",
         openapi_extra=json_request(MostroPlainToken, MostroSealedToken),
         response_model=None,
-        responses={**success(MostroResult), **answers(400, 403, 409, 413, model=MostroError)},
+        responses={**success(MostroResult), **answers(400, 403, 409, model=MostroError)},
     )
     async def register(request: Request) -> JSONResponse:
         try:
@@ -431,7 +447,7 @@ def _build_router(api: MostroApi) -> APIRouter:
         summary="Remove a trade pubkey's token (Mostro)",
         openapi_extra=json_request(MostroPubkeyBody),
         response_model=None,
-        responses={**success(MostroResult), **answers(400, 413, model=MostroError)},
+        responses={**success(MostroResult), **answers(400, model=MostroError)},
     )
     async def unregister(request: Request) -> JSONResponse:
         try:
@@ -450,7 +466,7 @@ def _build_router(api: MostroApi) -> APIRouter:
         summary="Wake a trade pubkey's device (Mostro); 202 whether or not it has one",
         openapi_extra=json_request(MostroPubkeyBody),
         response_model=None,
-        responses={**success(MostroAccepted, 202), **answers(400, 413, 429, model=MostroError)},
+        responses={**success(MostroAccepted, 202), **answers(400, 429, model=MostroError)},
     )
     async def notify(request: Request) -> JSONResponse:
         try:

@@ -158,3 +158,31 @@ def unwrap(keys: Keys, gift_wrap_event: Event, *, verify_wrap: bool = True) -> U
     if rumor.pubkey != seal_event.pubkey:
         raise InvalidEvent("seal and rumor authors differ")
     return Unwrapped(rumor, seal_event)
+
+
+WAKE_UP_KIND = 23903
+"""Amethyst's wake-up event: "something happened about this event, go and fetch it"."""
+
+
+def wrap_once(event_json: str, recipient_pubkey_hex: str, created_at: int | None = None) -> Event:
+    """A push gateway's one-layer wrap: kind 1059 signed by a fresh key, `event_json` NIP-44-encrypted to the
+    recipient, no seal and no tags.
+
+    This is how Amethyst's push server hands an event to the phone: the push service carries only ciphertext
+    under a key nobody sees twice, and without a `p` tag it does not learn whom the push is for either (the app
+    tries each of its accounts). The time is the wrap's real time (now unless given): the layer is made for one
+    push, not published, so there is nothing to hide by backdating it.
+    """
+    ephemeral = Keys.generate()
+    content = nip44.encrypt(nip44.derive_conversation_key(ephemeral, recipient_pubkey_hex), event_json)
+    return sign_event(ephemeral, Kind.GIFT_WRAP, content, (), created_at)
+
+
+def wake_up(event_id: str, kind: int, author: str | None, relay: str | None, created_at: int | None = None) -> Event:
+    """The kind 23903 event wrapped instead of an event too large for a push: `["e", id, relay]`, `["k", kind]`
+    and `["p", author]` (whichever are known), empty content, signed by a fresh key (the phone reads the tags and
+    fetches the event; who signed the wake-up does not matter to it)."""
+    tags: list[list[str]] = [["e", event_id, relay] if relay else ["e", event_id], ["k", str(kind)]]
+    if author:
+        tags.append(["p", author])
+    return sign_event(Keys.generate(), WAKE_UP_KIND, "", tags, created_at)

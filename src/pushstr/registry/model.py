@@ -17,6 +17,8 @@ class Mode(StrEnum):
     ALERT = "alert"
     ALERT_EVENT = "alert+event"
     ENCRYPTED = "encrypted"
+    WRAPPED = "wrapped"
+    """The signed event itself, NIP-44-encrypted to the recipient in a one-layer kind 1059 (Amethyst)."""
 
 
 class Platform(StrEnum):

@@ -105,6 +105,11 @@ class Notification:
         return (*self.merged, self.event_id)
 
 
+ENCRYPTED_EVENT_KEY = "encryptedEvent"
+"""The data key a `wrapped` push carries its kind 1059 in (what Amethyst's FCM service reads; a push URL gets its
+value alone as the body)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """What to show and what to hand the app, before any platform's framing.

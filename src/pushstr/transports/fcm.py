@@ -26,6 +26,7 @@ from pushstr.registry.model import Platform, Registration
 from pushstr.transports import metrics
 from pushstr.transports.apns import aps_payload, delivery_headers
 from pushstr.transports.base import (
+    ENCRYPTED_EVENT_KEY,
     MAX_PAYLOAD_BYTES,
     PAYLOAD_TOO_LARGE,
     RESPONSE_TOO_LARGE,
@@ -44,6 +45,8 @@ DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 EXPIRY_MARGIN_SECONDS = 120
 _RETRY_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
 _DEAD_CODES = frozenset({"UNREGISTERED"})
+#: The data key that marks a data-only push as a wake-up.
+WAKE_KEY = "content_available"
 
 
 class ServiceAccount:
@@ -116,12 +119,18 @@ def fcm_message(rendered: Rendered, device: Registration, app: AppConfig) -> dic
     """The v1 `message` (without `token`): notification for alerts, data-only otherwise; APNs overrides for iOS.
 
     Encrypted payloads go data-only to Android so the app itself decrypts and shows them; iOS needs an alert
-    with `mutable-content` for its extension to do the same. An alert is shown in the app's
-    `android_channel_id` when it has one, and its collapse id is also the notification's `tag`, so a newer alert
-    of a conversation replaces the older one on Android as on iOS (`collapse_key` only collapses pushes FCM still
-    holds).
+    with `mutable-content` for its extension to do the same. A `wrapped` push is data-only too, its one key
+    `encryptedEvent` holding the wrap's JSON, as Amethyst's push server sends it (at the app's priority: high, the
+    default, lets the app run at once to show the message, where the reference leaves FCM's normal). An alert is
+    shown in the app's `android_channel_id` when it has one, and its collapse id is also the notification's `tag`,
+    so a newer alert of a conversation replaces the older one on Android as on iOS (`collapse_key` only collapses
+    pushes FCM still holds). A silent push says so in its data, `content_available: "true"` — FCM's spelling of
+    APNs' `content-available`, what Marmot's reference server sends for a wake-up — unless it is a wrap, which
+    goes exactly as Amethyst's push server sends it.
     """
-    message: dict[str, Any] = {"data": rendered.data}
+    wake = rendered.style == "silent" and ENCRYPTED_EVENT_KEY not in rendered.data
+    data = {**rendered.data, WAKE_KEY: "true"} if wake else rendered.data
+    message: dict[str, Any] = {"data": data}
     android: dict[str, Any] = {"priority": "high" if app.urgency == "high" else "normal", "ttl": f"{app.ttl_seconds}s"}
     if rendered.collapse_id:
         android["collapse_key"] = rendered.collapse_id

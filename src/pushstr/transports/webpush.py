@@ -2,8 +2,9 @@
 
 The body is encrypted with RFC 8291 `aes128gcm` to the subscription's `p256dh`/`auth` keys and authorised with
 the server's VAPID key (RFC 8292). A keyless UnifiedPush endpoint gets the body in plaintext only when its app sets
-`allow_plaintext`. Every endpoint passes the SSRF guard before any connection. 404/410 mean the subscription is
-gone; 429 and 5xx are retried; other 4xx are rejected.
+`allow_plaintext`, or when the push is `wrapped`: its body is then the kind 1059 wrap itself, already NIP-44
+ciphertext to the user, which is what Amethyst's UnifiedPush receiver parses. Every endpoint passes the SSRF guard
+before any connection. 404/410 mean the subscription is gone; 429 and 5xx are retried; other 4xx are rejected.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pushstr.config import WebPushAppConfig
 from pushstr.logutil import RateLimitedLog
 from pushstr.net.httpclient import LazyClient, ResponseTooLarge, post_bounded
 from pushstr.net.urlguard import EndpointRefused, check_endpoint
-from pushstr.registry.model import Platform, Registration
+from pushstr.registry.model import Mode, Platform, Registration
 from pushstr.transports import metrics
 from pushstr.transports.base import (
+    ENCRYPTED_EVENT_KEY,
     MAX_PAYLOAD_BYTES,
     PAYLOAD_TOO_LARGE,
     RESPONSE_TOO_LARGE,
@@ -93,19 +95,30 @@ class WebPushTransport:
     def _keyed(device: Registration) -> bool:
         return bool(device.webpush_p256dh and device.webpush_auth)
 
+    def _wrapped(self, rendered: Rendered, device: Registration) -> bool:
+        """A `wrapped` push: its body is the wrap's JSON alone (the registration's mode, else the app's)."""
+        mode = device.mode if device.mode is not None else self._app.mode
+        return mode is Mode.WRAPPED and ENCRYPTED_EVENT_KEY in rendered.data
+
+    def _body(self, rendered: Rendered, device: Registration) -> bytes:
+        if self._wrapped(rendered, device):
+            return rendered.data[ENCRYPTED_EVENT_KEY].encode()
+        return webpush_body(rendered)
+
     def measure(self, rendered: Rendered, device: Registration) -> int:
-        plain = len(webpush_body(rendered))
+        plain = len(self._body(rendered, device))
         return plain + ENCRYPTION_OVERHEAD if self._keyed(device) else plain
 
     def encode(self, notification: Notification, rendered: Rendered, device: Registration) -> Encoded | SendResult:
         """The body sealed once (RFC 8291, a fresh sender key per push) and the headers that go with it."""
         keyed = self._keyed(device)
-        if not keyed and not (device.platform == Platform.UNIFIEDPUSH and self._app.allow_plaintext):
+        wrapped = self._wrapped(rendered, device)
+        if not keyed and not (device.platform == Platform.UNIFIEDPUSH and (self._app.allow_plaintext or wrapped)):
             return SendResult.rejected("endpoint has no encryption keys and plaintext is not allowed")
         headers = {"ttl": str(self._app.ttl_seconds), "urgency": self._app.urgency}
         if rendered.collapse_id:
             headers["topic"] = rendered.collapse_id
-        body = webpush_body(rendered)
+        body = self._body(rendered, device)
         if keyed:
             try:
                 body = self._seal(body, device)
@@ -114,7 +127,8 @@ class WebPushTransport:
             headers["content-encoding"] = "aes128gcm"
             headers["content-type"] = "application/octet-stream"
         else:
-            headers["content-type"] = "application/json"
+            # A wrap goes as text, as Amethyst's push server posts it to ntfy and other UnifiedPush distributors.
+            headers["content-type"] = "text/plain;charset=UTF-8" if wrapped else "application/json"
         if len(body) > MAX_PAYLOAD_BYTES:
             return SendResult.rejected(PAYLOAD_TOO_LARGE)
         return Encoded(body, headers)
