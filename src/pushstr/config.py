@@ -109,6 +109,14 @@ class NostrConfig(_Section):
     relay_update_interval_seconds: float = Field(
         1.0, gt=0, description="shortest time between two subscription updates sent to one relay"
     )
+    firehose: Literal["auto", "off", "always"] = Field(
+        "auto",
+        description="ask a relay for whole kinds and match locally instead of listing pubkeys: `auto` where the "
+        "lists would need more subscriptions than `firehose_above_subscriptions`",
+    )
+    firehose_above_subscriptions: int | None = Field(
+        None, ge=1, description="the `auto` threshold; unset: more than one connection to the relay may hold"
+    )
 
     @field_validator("relays")
     @classmethod

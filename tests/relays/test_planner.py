@@ -182,3 +182,19 @@ def test_large_interest_stays_within_relay_limits() -> None:
 def test_chunk_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Planner(chunk_size=0)
+
+
+def test_a_firehose_plan_asks_for_the_kinds_in_one_req_whatever_the_interest() -> None:
+    fixed = {"kinds": [22456], "#p": ["f" * 64]}
+    interest = Interest(
+        p={frozenset({1, 4, 1059, 9735}): pubkeys(20_000), frozenset({7}): pubkeys(10)},
+        e={frozenset({42}): frozenset({"c" * 64})},
+        extra=(fixed,),
+    )
+    plan = Planner().plan(interest, DEFAULT_LIMITS, firehose=True)
+    assert plan.firehose and list(plan.lanes) == [FIRST_LANE]
+    (firehose,) = (sub for sub_id, sub in plan.subscriptions.items() if not sub_id.startswith("x"))
+    assert firehose.filters == ({"kinds": [1, 4, 7, 42, 9735]}, {"kinds": [Kind.GIFT_WRAP]})
+    assert [filter_ for sub in plan.subscriptions.values() for filter_ in sub.filters].count(fixed) == 1
+    assert not Planner().plan(interest, DEFAULT_LIMITS).firehose
+    assert Planner().plan(Interest(), DEFAULT_LIMITS, firehose=True).req_count == 0

@@ -41,9 +41,9 @@ class Relays:
         self.relays.append(relay)
         return relay
 
-    def pool(self, relay: StrictRelay, **options: Any) -> tuple[RelayPool, Sink]:
+    def pool(self, relay: StrictRelay, firehose: str = "off", **options: Any) -> tuple[RelayPool, Sink]:
         sink = Sink()
-        pool = RelayPool([relay.url], Keys.generate(), sink, fast_config(), **options)
+        pool = RelayPool([relay.url], Keys.generate(), sink, fast_config(firehose=firehose), **options)
         self.pools.append(pool)
         return pool, sink
 
@@ -102,11 +102,16 @@ async def test_a_relay_stricter_than_it_says_is_replanned_and_loses_nothing(rela
     await sink.wait_for_ids({event.id for event in events}, timeout=20)
 
 
+@pytest.mark.parametrize("firehose", ["off", "auto"])
 @pytest.mark.parametrize("nip11", [False, True], ids=["strfry-defaults", "nip11"])
-async def test_twenty_thousand_registrations_in_bursts_fit_and_every_event_arrives(relays: Relays, nip11: bool) -> None:
+async def test_twenty_thousand_registrations_in_bursts_fit_and_every_event_arrives(
+    relays: Relays, nip11: bool, firehose: str
+) -> None:
+    """With pubkey lists only (`off`) the plan spreads over connections within the limits; in `auto`, where the
+    lists need more than one connection (strfry's 20 subscriptions), the relay is asked for the kinds instead."""
     limits = {"max_subscriptions": 30, "max_message_length": 262_144} if nip11 else {}
     relay = await relays.relay(**limits, nip11={"name": "strict", "limitation": limits} if nip11 else None)
-    pool, sink = relays.pool(relay)
+    pool, sink = relays.pool(relay, firehose)
     await pool.start()
     keys = [os.urandom(32).hex() for _ in range(20_000)]
     started = time.monotonic()
@@ -117,6 +122,8 @@ async def test_twenty_thousand_registrations_in_bursts_fit_and_every_event_arriv
     await eventually(lambda: holds_its_plan(pool, relay), timeout=20, what="the whole plan held")
     plan = pool.plan_for(relay.url)
     assert plan is not None
+    assert plan.firehose is (firehose == "auto" and not nip11)
+    assert len(plan.lanes) == (2 if firehose == "off" and not nip11 else 1)
 
     rng = random.Random(1)
     now = int(time.time())
@@ -132,7 +139,7 @@ async def test_twenty_thousand_registrations_in_bursts_fit_and_every_event_arriv
 
     counters = relay.counters
     print(
-        f"\n{'nip11' if nip11 else 'strfry defaults'}: {counters.req_frames} REQ frames "
+        f"\n{'nip11' if nip11 else 'strfry defaults'}, firehose {firehose}: {counters.req_frames} REQ frames "
         f"({counters.bytes_received / 2**20:.1f} MiB) for 20 000 registrations in {registering:.1f}s; "
         f"{plan.req_count} subscriptions over {len(plan.lanes)} connections; {len(sink.ids())} of 300 events"
     )

@@ -60,6 +60,7 @@ def _relay_status(service: Service, status: RelayStatus, configured: frozenset[s
         "relay": label,
         "configured": url in configured,
         "state": status.state.value,
+        "mode": "firehose" if plan is not None and plan.firehose else "pubkeys",
         "authenticated": status.authenticated,
         "connections": connections,
         "subscriptions": {

@@ -6,7 +6,7 @@ only declare its shape, and the schema test checks every answer against them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -57,6 +57,9 @@ class RelayState(BaseModel):
     relay: str = Field(description="the URL for the operator's relays, a digest label for relays users named")
     configured: bool
     state: str
+    mode: Literal["pubkeys", "firehose"] = Field(
+        description="pubkey lists in the filters, or whole kinds matched here (`nostr.firehose`)"
+    )
     authenticated: bool
     connections: int
     subscriptions: Subscriptions

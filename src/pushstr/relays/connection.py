@@ -427,6 +427,7 @@ class RelayConnection:
         socket = self._socket
         yield "pushstr_relay_connected", (url,), 0 if socket is None else 1
         yield "pushstr_relay_subscriptions", (url,), 0 if socket is None else socket.session.open_subscriptions
+        yield "pushstr_relay_firehose", (url,), 1 if self._desired.firehose else 0
 
 
 _FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, tuple[str, ...]]] = {
@@ -446,6 +447,11 @@ _FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, t
     "pushstr_relay_connects": (CounterMetricFamily, "Connection attempts, by result", ("relay", "result")),
     "pushstr_relay_connected": (GaugeMetricFamily, "Connections open to the relay", ("relay",)),
     "pushstr_relay_subscriptions": (GaugeMetricFamily, "Subscriptions the relay holds open for us", ("relay",)),
+    "pushstr_relay_firehose": (
+        GaugeMetricFamily,
+        "1 while the relay is asked for whole kinds (matched here), 0 while for pubkey lists",
+        ("relay",),
+    ),
 }
 
 

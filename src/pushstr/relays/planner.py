@@ -72,9 +72,13 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Subscription id → subscription: what one connection holds. Equal interests give equal plans."""
+    """Subscription id → subscription: what one connection holds. Equal interests give equal plans.
+
+    `firehose`: the pubkeys and event ids are not in the filters; the relay sends every event of the kinds and
+    pushstr matches them itself (see `Planner.plan`)."""
 
     subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
+    firehose: bool = False
 
     @property
     def req_count(self) -> int:
@@ -98,6 +102,10 @@ class RelayPlan:
     @property
     def filter_count(self) -> int:
         return sum(plan.filter_count for plan in self.lanes.values())
+
+    @property
+    def firehose(self) -> bool:
+        return any(plan.firehose for plan in self.lanes.values())
 
     @property
     def subscriptions(self) -> dict[str, Subscription]:
@@ -236,9 +244,20 @@ class Planner:
         self._cache: dict[_Group, _Sorted] = {}
 
     def plan(
-        self, interest: Interest, limits: RelayLimits = DEFAULT_LIMITS, own: Iterable[Mapping[str, Any]] = ()
+        self,
+        interest: Interest,
+        limits: RelayLimits = DEFAULT_LIMITS,
+        own: Iterable[Mapping[str, Any]] = (),
+        *,
+        firehose: bool = False,
     ) -> RelayPlan:
-        """The lanes one relay with `limits` needs for `interest`, plus `own` filters asked of that relay only."""
+        """The lanes one relay with `limits` needs for `interest`, plus `own` filters asked of that relay only.
+
+        With `firehose` the interest's pubkeys and event ids are left out: one REQ asks for every event of their
+        kinds (gift wraps in a filter of their own, for their long window), and matching happens here. That is a
+        few hundred bytes however many users there are, where the lists need a REQ per few thousand values; the
+        price is every event of those kinds on the relay, which admission matches before verifying.
+        """
         groups = self._placed_groups(interest)
         fixed = {**self.plan_fixed(interest.extra, "x", limits), **self.plan_fixed(own, "r", limits)}
         budget = limits.max_subscriptions
@@ -251,11 +270,16 @@ class Planner:
             fixed = {}
         else:
             first_budget = budget - len(fixed_ids)
-        spread = _lanes(self._nodes(groups, limits), budget, first_budget)
-        for lane, members in spread:
-            lanes[lane] = {f"n{depth}.{bits:x}": self._subscription(groups, ranges) for depth, bits, ranges in members}
-        lanes[spread[0][0]].update(fixed)
-        return RelayPlan({lane: Plan(subscriptions) for lane, subscriptions in lanes.items()})
+        if firehose:
+            lanes[FIRST_LANE] = {**_kinds_only(groups), **fixed}
+        else:
+            spread = _lanes(self._nodes(groups, limits), budget, first_budget)
+            for lane, members in spread:
+                lanes[lane] = {
+                    f"n{depth}.{bits:x}": self._subscription(groups, ranges) for depth, bits, ranges in members
+                }
+            lanes[spread[0][0]].update(fixed)
+        return RelayPlan({lane: Plan(subscriptions, firehose) for lane, subscriptions in lanes.items()})
 
     def _placed_groups(self, interest: Interest) -> list[_Placed]:
         groups = _groups("p", interest.p) | _groups("e", interest.e)
@@ -338,6 +362,15 @@ class Planner:
         if chunk:
             planned[f"{prefix}{len(planned)}"] = Subscription(tuple(chunk))
         return planned
+
+
+def _kinds_only(groups: Sequence[_Placed]) -> dict[str, Subscription]:
+    """The firehose REQ: every kind the groups ask for, gift wraps apart (the session gives them their window)."""
+    kinds = {kind for placed in groups for kind in placed.group.kinds}
+    filters = [{"kinds": sorted(kinds - {Kind.GIFT_WRAP})}] if kinds - {Kind.GIFT_WRAP} else []
+    if Kind.GIFT_WRAP in kinds:
+        filters.append({"kinds": [Kind.GIFT_WRAP]})
+    return {"k0": Subscription(tuple(filters))} if filters else {}
 
 
 def _lanes(

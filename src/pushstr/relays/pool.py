@@ -299,18 +299,40 @@ class RelayPool:
             relay.planned_for = None
             plan = self._plans.get((limits, own_key))
             if plan is None:
-                plan = self._planner.plan(self._interest, limits, own)
+                plan = self._choose(self._planner, self._interest, limits, own)
                 self._plans[(limits, own_key)] = plan
         else:
             planned_for = (relay.interest, limits, own_key)
             if relay.planned_for == planned_for:
                 return  # the shared interest changed, not this relay's
             relay.planned_for = planned_for
-            plan = self._own_planner.plan(relay.interest, limits, own)
+            plan = self._choose(self._own_planner, relay.interest, limits, own)
         relay.next_update_at = asyncio.get_running_loop().time() + self._update_interval
+        if relay.plan is not None and relay.plan.firehose != plan.firehose:
+            log.info(
+                "relay %s: %s",
+                self.label(relay.url),
+                "whole kinds, matched here" if plan.firehose else "pubkey lists again",
+            )
         relay.plan = plan
         self._assign(relay, plan)
         log.debug("relay %s: %d subscriptions over %d connections", relay.url, plan.req_count, len(plan.lanes))
+
+    def _choose(
+        self, planner: Planner, interest: Interest, limits: RelayLimits, own: Sequence[Mapping[str, Any]]
+    ) -> RelayPlan:
+        """The pubkey-list plan, or the firehose one (`NostrConfig.firehose`): in `auto`, where the lists need more
+        subscriptions than `firehose_above_subscriptions` (by default, more than one connection holds) — a big
+        relay with many of our users, where the kinds are the smaller ask and one connection is enough."""
+        mode = self._config.firehose
+        if mode == "always":
+            return planner.plan(interest, limits, own, firehose=True)
+        plan = planner.plan(interest, limits, own)
+        if mode == "off":
+            return plan
+        threshold = self._config.firehose_above_subscriptions or limits.max_subscriptions
+        listed = sum(lane.req_count for name, lane in plan.lanes.items() if name.startswith(FIRST_LANE))
+        return planner.plan(interest, limits, own, firehose=True) if listed > threshold else plan
 
     def _assign(self, relay: _Relay, plan: RelayPlan) -> None:
         """Give every lane of `plan` a connection. A lane that replaces a split or merged one takes over its
