@@ -146,3 +146,29 @@ async def test_twenty_thousand_registrations_in_bursts_fit_and_every_event_arriv
     assert (counters.refused, counters.closed_oversized) == (0, 0)
     assert counters.max_held <= relay.max_subscriptions
     assert counters.req_frames <= 600
+
+
+async def test_a_new_registration_catches_up_its_own_pubkeys_not_the_whole_subscription(relays: Relays) -> None:
+    """Stored gift wraps (backdated, within the window) to 200 users are read once; when one more user joins, only
+    that user's stored events come again, though the whole subscription is re-sent."""
+    relay = await relays.relay()
+    users = [Keys.generate() for _ in range(200)]
+    newcomer = Keys.generate()
+    now = int(time.time())
+    stored = [tagged_event(Keys.generate(), 1059, [user.public_hex], created_at=now - 3600) for user in users]
+    theirs = tagged_event(Keys.generate(), 1059, [newcomer.public_hex], created_at=now - 3600)
+    await publish(relay.url, *stored, theirs)
+    pool, sink = relays.pool(relay, update_interval=0.05)
+    interest = {DEFAULT_KINDS: frozenset(user.public_hex for user in users)}
+    pool.set_interest(Interest(p=interest))
+    await pool.start()
+    await sink.wait_for_ids({event.id for event in stored})
+    plan = pool.plan_for(relay.url)
+    assert plan is not None and plan.req_count == 1
+    await eventually(lambda: pool.status()[0].eose == 1, what="the catch-up done")
+    before = len(sink.received)
+
+    pool.set_interest(Interest(p={DEFAULT_KINDS: interest[DEFAULT_KINDS] | {newcomer.public_hex}}))
+    # The relay sends stored events before its EOSE, on the one socket: at the second EOSE all of them are in.
+    await eventually(lambda: pool.status()[0].eose == 2, what="the re-sent REQ answered")
+    assert [event["id"] for event, _ in sink.received[before:]] == [theirs.id]

@@ -390,3 +390,44 @@ def test_frames_over_the_event_limit_are_marked_for_admission_up_to_the_addresse
     assert isinstance(large, EventReceived) and large.oversized
     (huge,) = session.receive(frame("EVENT", "s0", {**small, "content": "x" * (MAX_ADDRESSED_EVENT_BYTES + 2048)}))
     assert isinstance(huge, Garbage)
+
+
+def test_a_changed_subscription_the_relay_holds_catches_up_only_its_new_values() -> None:
+    """Adding Bob re-sends the subscription, but stored events are asked for Bob only: Alice's were read."""
+    session = new_session()
+    session.start()
+    for sub_id in ("dm", "gw"):
+        session.receive(frame("EOSE", sub_id))
+    grown = Plan(
+        {
+            "dm": Subscription(({"kinds": [4], "#p": [ALICE, BOB]},)),
+            "gw": Subscription(({"kinds": [1059], "#p": [ALICE, BOB]}, {"kinds": [7]})),
+        }
+    )
+    requests = {message[1]: message[2:] for message in sent(session.set_plan(grown))}
+    assert requests["dm"] == [
+        {"kinds": [4], "#p": [ALICE], "limit": 0, "since": T0 - 600},
+        {"kinds": [4], "#p": [BOB], "since": T0 - 600},
+    ]
+    assert requests["gw"] == [
+        {"kinds": [1059], "#p": [ALICE], "limit": 0, "since": T0 - 86_400},
+        {"kinds": [7], "since": T0 - 600},  # a new fixed filter is read in full
+        {"kinds": [1059], "#p": [BOB], "since": T0 - 86_400},
+    ]
+
+
+def test_a_changed_subscription_still_catching_up_or_refused_is_resent_whole() -> None:
+    session = new_session()
+    session.start()
+    session.receive(frame("CLOSED", "gw", "blocked: no"))  # refused; "dm" still awaits its EOSE
+    grown = Plan(
+        {
+            "dm": Subscription(({"kinds": [4], "#p": [ALICE, BOB]},)),
+            "gw": Subscription(({"kinds": [1059], "#p": [ALICE, BOB]},)),
+        }
+    )
+    requests = {message[1]: message[2:] for message in sent(session.set_plan(grown))}
+    assert requests == {
+        "dm": [{"kinds": [4], "#p": [ALICE, BOB], "since": T0 - 600}],
+        "gw": [{"kinds": [1059], "#p": [ALICE, BOB], "since": T0 - 86_400}],
+    }

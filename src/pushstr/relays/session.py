@@ -187,9 +187,16 @@ class RelaySession:
         again for those that may have been refused for holding too many (the new plan is meant to fit).
 
         CLOSEs go first so that the relay has room for the REQs. These subscriptions start now, not at a
-        disconnect, so they get the normal window even on a resume.
+        disconnect, so they get the normal window even on a resume. A changed subscription the relay holds (not
+        refused, its catch-up done) re-reads stored events only for the values it did not have (`_delta`).
         """
-        diff = diff_plans(self._plan, plan)
+        old = self._plan
+        diff = diff_plans(old, plan)
+        held = {
+            sub_id: old.subscriptions[sub_id]
+            for sub_id in diff.send
+            if sub_id in old.subscriptions and sub_id not in self._refused | self._overflowed | self._pending
+        }
         self._plan = plan
         frames: list[Outgoing] = []
         for sub_id in diff.close:
@@ -199,14 +206,18 @@ class RelaySession:
             frames.append(Outgoing("CLOSE", orjson.dumps(["CLOSE", sub_id])))
         retry = {sub_id: plan.subscriptions[sub_id] for sub_id in self._overflowed if sub_id not in diff.send}
         self._overflows = 0
-        frames.extend(self._req(sub_id, sub, resume=False) for sub_id, sub in {**diff.send, **retry}.items())
+        frames.extend(
+            self._req(sub_id, sub, resume=False, before=held.get(sub_id))
+            for sub_id, sub in {**diff.send, **retry}.items()
+        )
         return frames
 
-    def _req(self, sub_id: str, sub: Subscription, resume: bool) -> Outgoing:
-        """A REQ whose filters each get their own window: one asking for gift wraps the long one."""
+    def _req(self, sub_id: str, sub: Subscription, resume: bool, before: Subscription | None = None) -> Outgoing:
+        """A REQ whose filters each get their own window: one asking for gift wraps the long one. With `before`,
+        the version of the subscription the relay holds, stored events are asked for the new values only."""
         regular = giftwrap = None
         filters = []
-        for filter_ in sub.filters:
+        for filter_ in sub.filters if before is None else _delta(sub, before):
             if "since" in filter_:
                 filters.append(filter_)
             elif asks_giftwrap(filter_):
@@ -349,3 +360,39 @@ class RelaySession:
 def _about_capacity(text: str) -> bool:
     lowered = text.lower()
     return any(word in lowered for word in CAPACITY_WORDS)
+
+
+def _delta(sub: Subscription, before: Subscription) -> list[dict[str, Any]]:
+    """`sub`'s filters for a relay that holds `before`: what it held goes on live only (`limit: 0`, no stored
+    events: they were read when it was first sent), and the values new to it go in one filter per kinds and tag
+    without a limit, so they alone are caught up. A gift-wrap subscription of a thousand pubkeys would otherwise
+    re-read days of gift wraps for all of them whenever one pubkey joins. The values are the same as `sub`'s, cut
+    differently, so the REQ stays within the frame the planner sized it for (a few filter envelopes more)."""
+    known: dict[tuple[str, tuple[int, ...]], set[str]] = {}
+    for filter_ in before.filters:
+        tag = _tag_of(filter_)
+        if tag is not None:
+            known.setdefault((tag, tuple(filter_["kinds"])), set()).update(filter_[tag])
+    live: list[dict[str, Any]] = []
+    fresh: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for filter_ in sub.filters:
+        tag = _tag_of(filter_)
+        if tag is None:  # a fixed filter: caught up only if it is new
+            live.append({**filter_, "limit": 0} if filter_ in before.filters else filter_)
+            continue
+        group = (tag, tuple(filter_["kinds"]))
+        seen = known.get(group, set())
+        kept = [value for value in filter_[tag] if value in seen]
+        fresh.setdefault(group, []).extend(value for value in filter_[tag] if value not in seen)
+        if kept:
+            live.append({**filter_, tag: kept, "limit": 0})
+    return live + [{"kinds": list(kinds), tag: values} for (tag, kinds), values in fresh.items() if values]
+
+
+def _tag_of(filter_: dict[str, Any]) -> str | None:
+    """The one tag list of a planned filter (`#p` or `#e`) beside its kinds; None for any other filter."""
+    if set(filter_) == {"kinds", "#p"}:
+        return "#p"
+    if set(filter_) == {"kinds", "#e"}:
+        return "#e"
+    return None
