@@ -82,7 +82,9 @@ async def test_relays_status_shows_every_connection_and_hides_what_is_private(
         assert private not in response.text
     latest = {entry["relay"]: entry for entry in response.json()["relays"]}
     shown = f"ws://127.0.0.1:{operator.port}/"
-    named_label, unreachable_label = f"user-{ident(user_named, 12)}", f"user-{ident(unreachable, 12)}"
+    # a user's relay is labelled by a digest of its one spelling (the query-carrying URL has none: it is kept as is)
+    named_label = f"user-{ident(user_named, 12)}"
+    unreachable_label = f"user-{ident(unreachable + '/', 12)}"
     assert set(latest) == {shown, named_label, unreachable_label}
     operator_entry = latest[shown]
     assert operator_entry["configured"] is True and latest[named_label]["configured"] is False

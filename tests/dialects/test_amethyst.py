@@ -185,9 +185,9 @@ async def test_registry_changes_let_go_of_relays(server: RunningServer) -> None:
     pubkey = user.public_key().to_hex()
     listed = "ws://127.0.0.1:12/"
     assert (await post_register(server, [registration_event(user, [listed], FCM_TOKEN)])).json()[0]["added"]
-    assert listed in server.service.pool.urls
+    assert server.service.pool.watches(listed)
     await server.service.registry.remove(pubkey, FCM_TOKEN)  # as when FCM reports the token dead
-    await wait_until(lambda: listed not in server.service.pool.urls, 5)
+    await wait_until(lambda: not server.service.pool.watches(listed), 5)
 
 
 async def test_switched_off_the_path_is_nip98_alone(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ async def test_push_settings_end_to_end(tmp_path: Path, local_relay: Any) -> Non
         }
         await publish(relay.url, settings_event(BOB, message, at=now))
         await wait_until(lambda: registered() == [DEVICE], 10)
-        await wait_until(lambda: group_relay.url in service.pool.urls, 5)
+        await wait_until(lambda: service.pool.watches(group_relay.url), 5)
         # `/info` names the operator's relays only: which relays users listed is theirs to know.
         info = await _info(server)
         assert info["relays"] == [relay.url] and info["other_relays"] == 1
@@ -171,7 +171,7 @@ async def test_push_settings_end_to_end(tmp_path: Path, local_relay: Any) -> Non
         # Logout: the registration is deleted, the device's relay dropped, and nothing is pushed any more.
         await publish(relay.url, settings_event(BOB, {"online": 0, "deviceId": ""}, nip44=True))
         await wait_until(lambda: registered() == [], 5)
-        await wait_until(lambda: group_relay.url not in service.pool.urls, 5)
+        await wait_until(lambda: not service.pool.watches(group_relay.url), 5)
         # Relays are no longer asked for Bob's events; one handed to the endpoint directly matches nobody.
         after_logout = dm(ALICE, BOB, "anyone there?")
         assert await send_to_endpoint(server, after_logout) == ["OK", after_logout.id().to_hex(), True, ""]
@@ -201,7 +201,7 @@ async def test_settings_survive_a_restart(tmp_path: Path, local_relay: Any) -> N
     restarted = RunningServer(settings)
     await restarted.start()
     try:
-        assert group_relay.url in restarted.service.pool.urls
+        assert restarted.service.pool.watches(group_relay.url)
         in_group = channel_message(CAROL, GROUP, "after the restart")
         await publish(group_relay.url, in_group)
         pushes = await restarted.wait_for_pushes(1)

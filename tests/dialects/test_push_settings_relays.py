@@ -99,13 +99,13 @@ async def _register(
 )
 async def test_relays_inside_the_network_are_refused(tmp_path: Path, relay: str) -> None:
     added, stored = await _register(tmp_path, [relay, "wss://public.example"])
-    assert added == ["wss://public.example"]
-    assert stored == ("wss://public.example",)
+    assert added == ["wss://public.example/"]  # in the one spelling every relay URL is kept in
+    assert stored == ("wss://public.example/",)
 
 
 async def test_private_relays_pass_when_the_operator_allows_them(tmp_path: Path) -> None:
     added, stored = await _register(tmp_path, ["wss://lan.example", "ws://127.0.0.1:7777"], allow_private=True)
-    assert added == ["wss://lan.example", "ws://127.0.0.1:7777"] and stored == tuple(added)
+    assert added == ["wss://lan.example/", "ws://127.0.0.1:7777/"] and stored == tuple(added)
 
 
 async def test_a_group_relay_is_guarded_and_asked_for_its_group_only(tmp_path: Path) -> None:
@@ -113,12 +113,12 @@ async def test_a_group_relay_is_guarded_and_asked_for_its_group_only(tmp_path: P
     filters: dict[str, Sequence[Mapping[str, Any]]] = {}
     groups = ["public.example'pizza", "lan.example'secret", "public.example'chess"]
     added, stored = await _register(tmp_path, [], groups=groups, filters=filters)
-    assert added == ["wss://public.example"] and stored == ("wss://public.example",)
-    assert filters == {"wss://public.example": [{"kinds": [9], "#h": ["chess", "pizza"]}]}
+    assert added == ["wss://public.example/"] and stored == ("wss://public.example/",)
+    assert filters == {"wss://public.example/": [{"kinds": [9], "#h": ["chess", "pizza"]}]}
 
 
 async def test_a_listed_relay_of_the_group_host_is_used(tmp_path: Path) -> None:
     filters: dict[str, Sequence[Mapping[str, Any]]] = {}
     added, _ = await _register(tmp_path, ["ws://public.example:80/"], groups=["public.example'pizza"], filters=filters)
-    assert added == ["ws://public.example:80/"]
-    assert filters == {"ws://public.example:80/": [{"kinds": [9], "#h": ["pizza"]}]}
+    assert added == ["ws://public.example/"]
+    assert filters == {"ws://public.example/": [{"kinds": [9], "#h": ["pizza"]}]}

@@ -20,8 +20,8 @@ from prometheus_client import REGISTRY
 from pushstr.app import Service
 from pushstr.nostr.keys import Keys
 from pushstr.relays.connection import RelayState
-from pushstr.relays.discovery import normalize_relay_url
 from pushstr.relays.planner import RelayPlan
+from pushstr.relays.urls import normalize_relay_url
 from tests.conftest import RelayHandle
 from tests.e2e.clients import gift_wrap, publish, register
 from tests.harness import RunningServer, make_settings, wait_until

@@ -17,9 +17,9 @@ from pushstr.relays.discovery import (
     RELAY_LIST,
     RelayDiscovery,
     author_filters,
-    normalize_relay_url,
 )
 from pushstr.relays.planner import Interest
+from pushstr.relays.urls import normalize_relay_url
 from tests.conftest import RelayHandle
 from tests.relays.support import eventually, publish, tagged_event
 from tests.relays.test_pool import PoolFactory, make_pool, subscribed

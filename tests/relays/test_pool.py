@@ -256,3 +256,17 @@ async def test_a_relay_is_asked_for_its_own_filters_only(local_relay: StartRelay
     pool.set_relay_filters(late.url, [{"kinds": [9], "#h": ["chess"]}])
     pool.add_relay(late.url)
     await eventually(lambda: any(s.url == late.url and s.subscriptions == 1 for s in pool.status()), what="late REQ")
+
+
+def test_one_relay_however_it_is_spelled_is_one_entry() -> None:
+    """Configured `ws://relay.example`, then named `WS://Relay.Example:80/` by a user: one relay, one label."""
+    pool = RelayPool(["ws://relay.example"], Keys.generate(), lambda event, url, **_: None, fast_config())
+    pool.add_relay("WS://Relay.Example:80/")
+    pool.set_relay_interest("ws://relay.example/", Interest())
+    assert pool.urls == ["ws://relay.example"]
+    assert pool.watches("ws://relay.example:80") and not pool.watches("ws://other.example")
+    assert pool.label("WS://Relay.Example:80/") == pool.label("ws://relay.example") == "ws://relay.example"
+    pool.remove_relay("ws://relay.example/")
+    assert pool.urls == ["ws://relay.example"]  # it has an interest of its own: kept for that
+    pool.set_relay_interest("WS://RELAY.EXAMPLE", None)
+    assert pool.urls == []

@@ -5,8 +5,9 @@ relays its user reads. Every such URL passes the one URL guard (`check_url`: `ws
 only to public addresses unless `registration.allow_private_relays`) before anything connects to it, at most
 `registration.max_relays_per_registration` are taken from one registration and at most
 `registration.max_registration_relays` are watched for all registrations together (configured relays are watched
-anyway and count for neither). A relay stays in the pool while some registration names it; the last registration
-to let go of it disconnects it.
+anyway and count for neither). URLs are kept in their normalised spelling (`relays.urls`), so a relay a client
+writes differently from the operator is still the configured one. A relay stays in the pool while some
+registration names it; the last registration to let go of it disconnects it.
 
 One instance is shared by every dialect (the composition root builds it), so the global cap holds across them.
 """
@@ -21,11 +22,11 @@ from prometheus_client import Counter
 from pushstr.config import RegistrationConfig
 from pushstr.logutil import RateLimitedLog, ident
 from pushstr.net.urlguard import RELAY_SCHEMES, EndpointRefused, Resolver, check_url, resolve_host
+from pushstr.relays.urls import normalize_relay_url
 
 log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
 
-MAX_RELAY_URL = 512
 REASONS = ("invalid", "refused", "limit")
 REFUSED = Counter(
     "pushstr_registration_relays_refused_total", "Relays named by registrations and not watched", ["reason"]
@@ -50,6 +51,7 @@ class RegistrationRelays:
     ) -> None:
         self._config = config
         self._configured = tuple(dict.fromkeys(configured))
+        self._configured_keys = frozenset(normalize_relay_url(url) or url for url in self._configured)
         self._add_relay = add_relay
         self._remove_relay = remove_relay
         self._resolve = resolve
@@ -66,18 +68,21 @@ class RegistrationRelays:
         return frozenset(self._users)
 
     async def accepted(self, listed: Sequence[object]) -> list[str]:
-        """The URLs of a registration's list that may be watched: strings of bounded length without whitespace that
+        """The URLs of a registration's list that may be watched, normalised: plain `ws://`/`wss://` URLs that
         pass the URL guard, in order, without repeats, at most `max_relays_per_registration`. The rest is counted
         by reason; nothing is connected yet (`watch` does that once the registration is accepted)."""
         accepted: list[str] = []
-        for url in dict.fromkeys(listed):
-            if not isinstance(url, str) or len(url) > MAX_RELAY_URL or any(char.isspace() for char in url):
+        for named in dict.fromkeys(listed):
+            url = normalize_relay_url(named) if isinstance(named, str) else None
+            if url is None:
                 REFUSED.labels("invalid").inc()
+                continue
+            if url in accepted:
                 continue
             if len(accepted) >= self._config.max_relays_per_registration:
                 REFUSED.labels("limit").inc()
                 continue
-            if url not in self._configured:
+            if url not in self._configured_keys:
                 try:
                     await check_url(
                         url,
@@ -98,7 +103,7 @@ class RegistrationRelays:
         previous = self._of.pop(key, ())
         kept: list[str] = []
         for url in dict.fromkeys(relays):
-            if url in self._configured:
+            if url in self._configured_keys:
                 continue
             users = self._users.get(url)
             if users is None:

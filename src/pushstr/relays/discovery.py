@@ -34,7 +34,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Gauge
 
@@ -43,8 +42,8 @@ from pushstr.logutil import RateLimitedLog, ident
 from pushstr.net.urlguard import RELAY_SCHEMES, EndpointRefused, Resolver, check_url, resolve_host
 from pushstr.nostr.event import Event
 from pushstr.nostr.kinds import Kind
-from pushstr.nostr.nip29 import relay_host
 from pushstr.relays.planner import Interest
+from pushstr.relays.urls import normalize_relay_url
 
 log = logging.getLogger(__name__)
 _rate_log = RateLimitedLog(log)
@@ -57,7 +56,6 @@ DM_KINDS = frozenset({Kind.ENCRYPTED_DM, Kind.GIFT_WRAP})
 AUTHORS_PER_FILTER = 500
 MAX_TAGS_READ = 100
 """Tags of one list looked at; real lists name a handful of relays."""
-MAX_URL_LENGTH = 512
 VERDICT_TTL_SECONDS = 3600.0
 """How long the URL guard's answer for one relay is reused: many users list the same relays."""
 MAX_VERDICTS = 10_000
@@ -79,23 +77,6 @@ for _reason in ("invalid", "guard", "user_limit"):
     REFUSED.labels(_reason)
 
 SetRelayInterest = Callable[[str, Interest | None], None]
-
-
-def normalize_relay_url(url: str) -> str | None:
-    """The one spelling of a relay URL: scheme and host lowercase, the default port dropped, one trailing slash;
-    None for anything that is not a plain `ws://`/`wss://` URL (user info, a query or fragment, odd characters)."""
-    if len(url) > MAX_URL_LENGTH:
-        return None
-    host = relay_host(url)  # refuses other schemes, user info and hosts with odd characters
-    if host is None:
-        return None
-    parts = urlsplit(url)
-    if parts.query or parts.fragment or "?" in url or "#" in url:
-        return None
-    path = parts.path.rstrip("/")
-    if not path.isprintable() or any(char.isspace() for char in path):
-        return None
-    return f"{parts.scheme}://{host}{path}/"
 
 
 def author_filters(authors: Iterable[str], per_filter: int = AUTHORS_PER_FILTER) -> tuple[dict[str, Any], ...]:

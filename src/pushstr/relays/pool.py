@@ -39,6 +39,7 @@ from pushstr.nostr.keys import Keys
 from pushstr.relays.connection import EventCallback, RelayConnection, RelayState, RelayStatus
 from pushstr.relays.limits import RelayLimits, fetch_limits
 from pushstr.relays.planner import FIRST_LANE, Interest, Planner, RelayPlan
+from pushstr.relays.urls import normalize_relay_url
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,11 @@ LimitsSource = Callable[[str], Awaitable[RelayLimits]]
 
 @dataclass(eq=False)
 class _Relay:
-    """One relay url: its limits, what it is asked for and the connections (lanes) that follow its plan."""
+    """One relay: its limits, what it is asked for and the connections (lanes) that follow its plan, known by its
+    normalised URL (`relay_key`)."""
 
-    url: str
+    url: str  # what is connected to and shown: see `RelayPool._spelling`
+    key: str
     shared: bool = True  # asked for the shared interest (configured, or added with `add_relay`)
     interest: Interest | None = None  # its own interest (see `set_relay_interest`); unused while `shared`
     planned_for: tuple[Interest, RelayLimits, bytes] | None = None  # what `plan` was made from, for an own interest
@@ -113,7 +116,7 @@ class RelayPool:
         self._relays: dict[str, _Relay] = {}
         self._removing: set[asyncio.Task[None]] = set()
         self._own: dict[str, tuple[Mapping[str, Any], ...]] = {}
-        self._configured = frozenset(urls)
+        self._configured = {relay_key(url): url for url in urls}
         """The operator's relays, named in metrics; relays users listed are named by a digest (their choice of
         relay is theirs to know)."""
         for url in urls:
@@ -121,7 +124,11 @@ class RelayPool:
 
     @property
     def urls(self) -> list[str]:
-        return list(self._relays)
+        return [relay.url for relay in self._relays.values()]
+
+    def watches(self, url: str) -> bool:
+        """Whether the relay at `url`, however it is spelled, is in the pool."""
+        return relay_key(url) in self._relays
 
     @property
     def connected_count(self) -> int:
@@ -130,12 +137,12 @@ class RelayPool:
 
     def plan_for(self, url: str) -> RelayPlan | None:
         """What the relay at `url` is being sent (None before its limits are known)."""
-        relay = self._relays.get(url)
+        relay = self._relays.get(relay_key(url))
         return None if relay is None else relay.plan
 
     def limits_for(self, url: str) -> RelayLimits | None:
         """The limits the relay at `url` is planned for, after any refusals shrank its budget."""
-        relay = self._relays.get(url)
+        relay = self._relays.get(relay_key(url))
         return None if relay is None else relay.effective_limits()
 
     def status(self) -> list[RelayStatus]:
@@ -175,9 +182,10 @@ class RelayPool:
         """Ask one more relay for the shared interest (no-op when it already is): its limits are read, then it is
         given its plan."""
         _check_scheme(url)
-        relay = self._relays.get(url)
+        key = relay_key(url)
+        relay = self._relays.get(key)
         if relay is None:
-            self._add(_Relay(url))
+            self._add(_Relay(self._spelling(url, key), key))
         elif not relay.shared:
             relay.shared = True
             self._schedule(relay)
@@ -185,25 +193,31 @@ class RelayPool:
     def set_relay_interest(self, url: str, interest: Interest | None) -> None:
         """Ask the relay at `url` for `interest` only (connecting to it if needed); None: stop, and drop the relay
         unless it is in the shared set. A relay in the shared set keeps getting the shared interest meanwhile."""
-        relay = self._relays.get(url)
+        key = relay_key(url)
+        relay = self._relays.get(key)
         if interest is None:
             if relay is None or relay.interest is None:
                 return
             relay.interest = None
             if relay.shared:
                 return
-            self._drop(url)
+            self._drop(key)
             return
         _check_scheme(url)
         if relay is None:
-            self._add(_Relay(url, shared=False, interest=interest))
+            self._add(_Relay(self._spelling(url, key), key, shared=False, interest=interest))
             return
         relay.interest = interest
         if not relay.shared:
             self._schedule(relay)
 
+    def _spelling(self, url: str, key: str) -> str:
+        """The URL a relay is connected by: as configured for an operator's relay (it may carry credentials), else
+        as it was first named, unless its scheme is not in lowercase."""
+        return self._configured.get(key) or (url if url.startswith(("ws://", "wss://")) else key)
+
     def _add(self, relay: _Relay) -> None:
-        self._relays[relay.url] = relay
+        self._relays[relay.key] = relay
         if self._started:
             self._begin(relay)
 
@@ -212,28 +226,29 @@ class RelayPool:
 
         Kept when the relay is not connected yet (or removed): `add_relay` gives it its filters.
         """
+        key = relay_key(url)
         if filters:
-            self._own[url] = tuple(dict(filter_) for filter_ in filters)
-        elif self._own.pop(url, None) is None:
+            self._own[key] = tuple(dict(filter_) for filter_ in filters)
+        elif self._own.pop(key, None) is None:
             return
-        relay = self._relays.get(url)
+        relay = self._relays.get(key)
         if relay is not None:
             self._schedule(relay)
 
     def remove_relay(self, url: str) -> None:
         """Stop asking a relay for the shared interest: it is then dropped (its connections closed in the
         background, awaited by `close()`), or asked for its own interest only when it has one."""
-        relay = self._relays.get(url)
+        relay = self._relays.get(relay_key(url))
         if relay is None or not relay.shared:
             return
         if relay.interest is not None:
             relay.shared = False
             self._schedule(relay)
             return
-        self._drop(url)
+        self._drop(relay.key)
 
-    def _drop(self, url: str) -> None:
-        relay = self._relays.pop(url, None)
+    def _drop(self, key: str) -> None:
+        relay = self._relays.pop(key, None)
         if relay is None or not self._started:
             return
         task = asyncio.get_running_loop().create_task(self._stop(relay))
@@ -275,7 +290,7 @@ class RelayPool:
         )
         relay.limits = limits
         relay.lookup = None
-        if self._relays.get(relay.url) is relay and self._started:
+        if self._relays.get(relay.key) is relay and self._started:
             self._schedule(relay)
 
     def _schedule(self, relay: _Relay) -> None:
@@ -291,9 +306,9 @@ class RelayPool:
     def _update(self, relay: _Relay) -> None:
         relay.timer = None
         limits = relay.effective_limits()
-        if limits is None or self._relays.get(relay.url) is not relay:
+        if limits is None or self._relays.get(relay.key) is not relay:
             return
-        own = self._own.get(relay.url, ())
+        own = self._own.get(relay.key, ())
         own_key = orjson.dumps(own)
         if relay.shared or relay.interest is None:
             relay.planned_for = None
@@ -356,7 +371,9 @@ class RelayPool:
     def label(self, url: str) -> str:
         """How a relay is named in metrics and status pages: a configured relay by its URL without user info or
         query, any other (one a user listed) by a digest."""
-        return shown_url(url) if url in self._configured else f"user-{ident(url, 12)}"
+        key = relay_key(url)
+        configured = self._configured.get(key)
+        return shown_url(configured) if configured is not None else f"user-{ident(key, 12)}"
 
     def _connect(self, relay: _Relay) -> RelayConnection:
         connection = RelayConnection(
@@ -399,8 +416,14 @@ class RelayPool:
         await asyncio.gather(*(connection.close(timeout) for connection in lanes))
 
 
+def relay_key(url: str) -> str:
+    """What the pool knows a relay by: its normalised URL (one relay, one entry, however it is spelled), or the URL
+    as given when it has no plain form (an operator's relay with user info or a query)."""
+    return normalize_relay_url(url) or url
+
+
 def _check_scheme(url: str) -> None:
-    if not url.startswith(("ws://", "wss://")):
+    if not url.lower().startswith(("ws://", "wss://")):
         raise ValueError("relay URL must start with ws:// or wss://")
 
 
