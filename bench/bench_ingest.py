@@ -11,6 +11,12 @@ id hash and the signature check of every distinct event (skipping ids it already
 before it verifies, so it checks only the two thirds of this feed that reach a device; bench_firehose.py
 measures that at firehose proportions. Rounds alternate between the two; each side's best round counts.
 
+A third kind of round runs pushstr with the preferences stage, every registered device holding preferences that
+need its user's lists (`follows_only`, `mute_list`) and every user a 1 000-entry kind 3 and a 1 000-entry kind
+10000 (700 pubkeys, 100 threads, 100 hashtags, 100 words), read through the same kind handler the relays feed. The
+follows name every author of the feed and no mute hits it, so the notifications are the same and the figure is the
+stage's cost alone, beside the round without it.
+
     .venv/bin/python bench/bench_ingest.py [--events 50000] [--rounds 3] [--profile] [--smoke] [--json PATH]
 """
 
@@ -40,12 +46,16 @@ from bench.feeder import Feeder
 from pushstr.config import NostrConfig, parse_app
 from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import SeenIds
+from pushstr.engine.lists import CONTACTS, MUTE_LIST, UserLists
 from pushstr.engine.pipeline import Pipeline
+from pushstr.engine.policy import PolicyStage
 from pushstr.nostr import nip59
-from pushstr.nostr.event import sign_event
+from pushstr.nostr.event import Event, sign_event
 from pushstr.nostr.keys import Keys
 from pushstr.registry.model import Platform, Registration
+from pushstr.registry.preferences import PreferenceBook, Preferences
 from pushstr.registry.service import Registry
+from pushstr.relays.discovery import author_filters
 from pushstr.relays.planner import Interest
 from pushstr.relays.pool import RelayPool
 from pushstr.store import open_store
@@ -54,6 +64,8 @@ from pushstr.transports.base import Notification
 COMMAND = ".venv/bin/python bench/bench_ingest.py"
 TARGET_RATE = 20_000
 TARGET_RATIO = 0.85
+TARGET_PREFERENCES_RATIO = 0.9
+LIST_ENTRIES = 1_000
 REGISTERED = 5_000
 AUTHORS = 500
 DUPLICATE_SHARE = 0.1
@@ -158,8 +170,59 @@ async def load_registry(registered: list[str], data_dir: Path) -> Registry:
     return registry
 
 
-async def run_pushstr(urls: list[str], total: int, registry: Registry, profile: Any = None) -> Round:
-    """One round through a fresh pool, admission and pipeline; timed from the first frame to the last event."""
+class MemoryPreferences:
+    """The preference book's storage in a dict: the benchmark measures the event path, not the store."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], bytes] = {}
+
+    async def save_preferences(self, pubkey: str, device_token: str, preferences: bytes) -> None:
+        self.rows[(pubkey, device_token)] = preferences
+
+    async def delete_preferences(self, pubkey: str, device_token: str) -> bool:
+        return self.rows.pop((pubkey, device_token), None) is not None
+
+    async def load_preferences(self) -> list[tuple[str, str, bytes]]:
+        return [(pubkey, token, value) for (pubkey, token), value in self.rows.items()]
+
+
+def feed_authors() -> list[str]:
+    """The pubkeys `_make_events` signs with, in every worker."""
+    return [Keys.from_hex(f"{10**12 + n:064x}").public_hex for n in range(2 * AUTHORS)]
+
+
+async def load_preferences(registry: Registry, registered: list[str]) -> tuple[PreferenceBook, UserLists]:
+    """Every device with `follows_only` and `mute_list`, every user with a 1 000-entry kind 3 and kind 10000."""
+    book = PreferenceBook(MemoryPreferences())
+    lists = UserLists(author_filters)
+    wanted = Preferences(follows_only=True, mute_list=True)
+    for pubkey in registered:
+        for device in registry.devices_for(pubkey):
+            await book.put(pubkey, device.device_token, wanted)
+    lists.want(book.list_users)
+    follows = [["p", pubkey] for pubkey in feed_authors()][:LIST_ENTRIES]
+    rng = random.Random(11)
+    mutes = [
+        *(["p", f"{rng.getrandbits(256):064x}"] for _ in range(700)),
+        *(["e", f"{rng.getrandbits(256):064x}"] for _ in range(100)),
+        *(["t", f"muted-tag-{n}"] for n in range(100)),
+        *(["word", f"mutedword{n}"] for n in range(100)),
+    ]
+    for pubkey in registered:
+        for kind, tags in ((CONTACTS, follows), (MUTE_LIST, mutes)):
+            lists.on_list(Event(f"{kind:064x}", pubkey, 1, kind, tags, "", "0" * 128))
+    return book, lists
+
+
+async def run_pushstr(
+    urls: list[str],
+    total: int,
+    registry: Registry,
+    profile: Any = None,
+    lists: tuple[PreferenceBook, UserLists] | None = None,
+) -> Round:
+    """One round through a fresh pool, admission and pipeline (with `lists`, the preferences stage on them); timed
+    from the first frame to the last event."""
     sink = CountingSink()
     admission = Admission(AdmissionLimits(64 * 1024, 3 * 24 * 3600), SeenIds(200_000))
     app = parse_app({"transport": "log"})
@@ -175,6 +238,7 @@ async def run_pushstr(urls: list[str], total: int, registry: Registry, profile: 
         {"bench": app},
         Handled(),
         devices_for_group=registry.devices_for_group,
+        preferences=None if lists is None else PolicyStage(lists[0], lists[1], registry.devices_for, sink.submit),
     )
     done = asyncio.Event()
     seen = 0
@@ -250,28 +314,31 @@ def _profiler() -> Any:
     return Profiler(interval=0.0005)
 
 
-async def measure(feed: Feed, rounds: int, profile: bool) -> tuple[list[Round], list[Round], str | None]:
+async def measure(feed: Feed, rounds: int, profile: bool) -> tuple[list[Round], list[Round], list[Round], str | None]:
     total = len(feed.a) + len(feed.b)
     with tempfile.TemporaryDirectory() as tmp, Feeder({"/a": feed.a, "/b": feed.b}) as feeder:
         urls = [feeder.url("/a"), feeder.url("/b")]
         registry = await load_registry(feed.registered, Path(tmp))
+        lists = await load_preferences(registry, feed.registered)
         ours: list[Round] = []
         raw: list[Round] = []
+        preferring: list[Round] = []
         for _ in range(rounds):
             raw.append(await run_raw(urls, total))
             ours.append(await run_pushstr(urls, total, registry))
+            preferring.append(await run_pushstr(urls, total, registry, lists=lists))
         report = None
         if profile:
             profiler = _profiler()
             await run_pushstr(urls, total, registry, profiler)
             report = profiler.output_text(unicode=True, color=False, show_all=False)
-    for result in ours:
+    for result in (*ours, *preferring):
         if result.admitted != feed.verified or result.notifications != feed.expected_notifications:
             raise AssertionError(
                 f"pushstr admitted {result.admitted}/{feed.verified} and notified "
                 f"{result.notifications}/{feed.expected_notifications}"
             )
-    return ours, raw, report
+    return ours, raw, preferring, report
 
 
 def main() -> None:
@@ -287,9 +354,11 @@ def main() -> None:
     started = time.perf_counter()
     feed = build_feed(frames)
     generated = time.perf_counter() - started
-    ours, raw, profile = asyncio.run(measure(feed, rounds, args.profile))
+    ours, raw, preferring, profile = asyncio.run(measure(feed, rounds, args.profile))
     best, ceiling = max(ours, key=lambda r: r.rate), max(raw, key=lambda r: r.rate)
     ratio = best.rate / ceiling.rate
+    with_lists = max(preferring, key=lambda r: r.rate)
+    lists_ratio = with_lists.rate / best.rate
     rows = [
         Row(
             what=f"ingest: {grouped(len(feed.a) + len(feed.b))} frames over 2 relay connections → admission + matching",
@@ -299,7 +368,17 @@ def main() -> None:
             target=f"≥ {grouped(TARGET_RATE)}/s and ≥ {TARGET_RATIO}×",
             met=best.rate >= TARGET_RATE and ratio >= TARGET_RATIO,
             command=COMMAND,
-        )
+        ),
+        Row(
+            what=f"ingest with preferences: every device follows-only + mute list, {grouped(LIST_ENTRIES)} follows "
+            f"and {grouped(LIST_ENTRIES)} mutes per user",
+            figure=f"{grouped(with_lists.rate)} events/s",
+            limit=f"without preferences, same run: {grouped(best.rate)}/s",
+            ratio=round(lists_ratio, 3),
+            target=f"≥ {TARGET_PREFERENCES_RATIO}×",
+            met=lists_ratio >= TARGET_PREFERENCES_RATIO,
+            command=COMMAND,
+        ),
     ]
     details = {
         "frames": len(feed.a) + len(feed.b),
@@ -311,9 +390,11 @@ def main() -> None:
         "feed_generation_seconds": round(generated, 1),
         "pushstr_rates": [round(r.rate) for r in ours],
         "raw_rates": [round(r.rate) for r in raw],
+        "preferences_rates": [round(r.rate) for r in preferring],
         # CPU time of this process over the same span: the cost per frame, less disturbed by other processes.
         "pushstr_cpu_us_per_frame": [round(r.cpu_seconds / r.frames * 1e6, 2) for r in ours],
         "raw_cpu_us_per_frame": [round(r.cpu_seconds / r.frames * 1e6, 2) for r in raw],
+        "preferences_cpu_us_per_frame": [round(r.cpu_seconds / r.frames * 1e6, 2) for r in preferring],
         "profile": profile,
     }
     if profile:

@@ -92,15 +92,39 @@ def test_missing_credential_stops_serve_with_exit_2_and_no_traceback(tmp_path: P
     assert "Traceback" not in result.stderr
 
 
-def test_loggers_that_print_sql_parameters_stay_at_info() -> None:
-    """At DEBUG, aiosqlite and SQLAlchemy print statement parameters: device tokens and Web Push keys."""
+def test_loggers_that_print_sql_parameters_stay_at_warning() -> None:
+    """SQLAlchemy logs statements with their parameters at INFO, aiosqlite at DEBUG: identities, either way."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.DEBUG)
     try:
         assert main(["keygen"]) == 0
-        assert all(logging.getLogger(name).level == logging.INFO for name in QUIET_LOGGERS)
-        assert not logging.getLogger("aiosqlite").isEnabledFor(logging.DEBUG)
+        assert all(logging.getLogger(name).level == logging.WARNING for name in QUIET_LOGGERS)
+        assert not logging.getLogger("sqlalchemy.engine").isEnabledFor(logging.INFO)
     finally:
         root.setLevel(level)
     assert "aiosqlite" in QUIET_LOGGERS
+
+
+def test_demo_shows_a_dm_become_a_push_in_under_ten_seconds(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PUSHSTR_")}
+    started = time.monotonic()
+    result = subprocess.run(
+        [*PUSHSTR, "demo"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 10
+    assert "the push arrived (log transport line):" in result.stdout
+    assert '"kind":1059' in result.stdout
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written where it ran
+
+
+def test_send_test_names_its_devices_one_way_or_the_other() -> None:
+    for argv in (["send-test", "--token", "ab" * 32], ["send-test", "--app", "default"]):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"{argv} was accepted")

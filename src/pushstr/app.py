@@ -1,7 +1,8 @@
 """Composition root: builds the components from the settings, starts them in order and stops them in reverse.
 
-Start: store (schema migrated) → registry index rebuilt → dialects → handled ids seeded → delivery (resuming the
-outbox) → relay discovery → relay pool (whose catch-up then skips what the outbox already holds).
+Start: store (schema migrated) → registry index rebuilt → preferences read → dialects → handled ids seeded →
+delivery (resuming the outbox) → quiet hours → relay discovery → relay pool (whose catch-up then skips what the
+outbox already holds).
 Stop: dialects → relay discovery → relay pool (no new events) → delivery drained (what is not final stays in the
 outbox) → store.
 
@@ -16,26 +17,30 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pushstr.config import Settings
 from pushstr.delivery.stage import Delivery, build_delivery
-from pushstr.dialects import amethyst, http_nip98, marmot, mostro, nos, push_settings, verse
+from pushstr.dialects import amethyst, http_nip98, marmot, mostro, nos, notepush, push_settings, verse
 from pushstr.dialects.base import Dialect, DialectBuilder, DialectContext
 from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import SeenIds
+from pushstr.engine.lists import KINDS as USER_LIST_KINDS
+from pushstr.engine.lists import UserLists
 from pushstr.engine.pipeline import Pipeline
+from pushstr.engine.policy import PolicyStage
 from pushstr.engine.presence import Presence
 from pushstr.engine.profiles import MemoryProfileCache, ProfileWatch
 from pushstr.identity import load_server_keys
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.kinds import Kind
 from pushstr.private_files import private_dir
+from pushstr.registry.preferences import PreferenceBook
 from pushstr.registry.service import Registry
 from pushstr.registry.storage import Store
-from pushstr.relays.discovery import LIST_KINDS, RelayDiscovery
+from pushstr.relays.discovery import LIST_KINDS, RelayDiscovery, author_filters
 from pushstr.relays.planner import Interest
 from pushstr.relays.pool import RelayPool
 from pushstr.store import open_store
@@ -52,9 +57,11 @@ DIALECTS: tuple[DialectBuilder, ...] = (
     marmot.build,
     verse.build,
     nos.build,
+    notepush.build,
 )
 
 EXPIRE_INTERVAL = 30.0
+THREADS_REPLAN_SECONDS = 1.0
 PRUNE_INTERVAL = 3600.0
 
 
@@ -73,13 +80,24 @@ class Service:
             settings, self.keys, self.registry.remove_dead, profiles, store=self.store
         )
         self.presence = Presence(settings.dialects.push_settings.heartbeat_timeout_seconds)
+        self.preferences = PreferenceBook(self.store)
+        self.lists = UserLists(author_filters)
+        self.policy = PolicyStage(
+            self.preferences,
+            self.lists,
+            self.registry.devices_for,
+            self.delivery.submit,
+            on_threads=self._threads_changed,
+        )
+        self._threads_timer: asyncio.TimerHandle | None = None
+        self.preferences.subscribe(self._lists_changed)
         self.pipeline = Pipeline(
             Admission(
                 AdmissionLimits(
                     settings.nostr.max_event_bytes,
                     settings.nostr.max_event_age_seconds,
                     # a current profile or relay list may be years old
-                    ageless_kinds=frozenset({Kind.METADATA, *LIST_KINDS}),
+                    ageless_kinds=frozenset({Kind.METADATA, *LIST_KINDS, *USER_LIST_KINDS}),
                 ),
                 self.seen,
             ),
@@ -90,8 +108,11 @@ class Service:
             devices_for_group=self.registry.devices_for_group,
             policy=self.presence.allows,
             alert_sender=self.profile_watch.want,
+            preferences=self.policy,
         )
         self.pipeline.add_kind_handler(Kind.METADATA, self.profile_watch.on_metadata)
+        for kind in USER_LIST_KINDS:
+            self.pipeline.add_kind_handler(kind, self.lists.on_list)
         self.pool = RelayPool(
             settings.nostr.relays,
             self.keys,
@@ -118,6 +139,8 @@ class Service:
             ),
             set_relay_filters=self.pool.set_relay_filters,
             use_token=self.store.use_token,
+            preferences=self.preferences,
+            send_now=self.delivery.send_once,
         )
         self.dialects: list[Dialect] = [dialect for build in DIALECTS if (dialect := build(context)) is not None]
         for dialect in self.dialects:
@@ -137,10 +160,24 @@ class Service:
         self.pool.set_interest(
             Interest(
                 p=interest,
-                e=self.registry.group_interest(),
-                extra=(*self._dialect_filters, *self.profile_watch.filters(), *lists),
+                e=_merged(self.registry.group_interest(), self.policy.thread_interest()),
+                extra=(*self._dialect_filters, *self.profile_watch.filters(), *lists, *self.lists.filters()),
             )
         )
+
+    def _lists_changed(self) -> None:
+        """Preferences changed: ask the relays for the kind 3 and 10000 of the users that now need them."""
+        if self.lists.want(self.preferences.list_users) and self._unsubscribe is not None:
+            self._replan()
+
+    def _threads_changed(self) -> None:
+        """A thread started being followed: ask the relays for its replies soon (threads come in bursts)."""
+        if self._threads_timer is None and self._unsubscribe is not None:
+            self._threads_timer = asyncio.get_running_loop().call_later(THREADS_REPLAN_SECONDS, self._threads_replan)
+
+    def _threads_replan(self) -> None:
+        self._threads_timer = None
+        self._replan()
 
     async def start(self) -> None:
         """Start everything in order. The cyclic garbage collector is paused for the whole start and what the start
@@ -155,11 +192,13 @@ class Service:
             private_dir(self.settings.server.data_dir)
             await self.store.open()
             await self.registry.load()
+            await self.preferences.load(lambda pubkey, token: self.registry.device(pubkey, token) is not None)
             for dialect in self.dialects:
                 await dialect.start()
             horizon = int(time.time()) - self.settings.nostr.max_event_age_seconds
             self.seen.update(await self.store.pushed_since(horizon))
             await self.delivery.start(self.registry.device)
+            await self.policy.start()
             if self.discovery is not None:
                 await self.discovery.start()
             self._unsubscribe = self.registry.subscribe(self._replan)
@@ -193,10 +232,14 @@ class Service:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._threads_timer is not None:
+            self._threads_timer.cancel()
+            self._threads_timer = None
         for dialect in reversed(self.dialects):
             await dialect.stop()
         if self.discovery is not None:
             await self.discovery.stop()
+        await self.policy.stop()
         await self.pool.close()
         await self.delivery.close()
         await self.store.close()
@@ -223,3 +266,17 @@ class Service:
                 await job()
             except Exception:
                 log.warning("periodic job %s failed", getattr(job, "__name__", job), exc_info=True)
+
+
+def _merged(
+    first: Mapping[frozenset[int], frozenset[str]], *others: Mapping[frozenset[int], frozenset[str]]
+) -> Mapping[frozenset[int], frozenset[str]]:
+    """One `e` interest of several (channels and followed threads): the ids of equal kind sets together; `first`
+    itself when the others are empty, so an unchanged interest stays the same object."""
+    if not any(others):
+        return first
+    merged = dict(first)
+    for interest in others:
+        for kinds, ids in interest.items():
+            merged[kinds] = merged[kinds] | ids if kinds in merged else ids
+    return merged

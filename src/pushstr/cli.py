@@ -1,11 +1,13 @@
-"""`pushstr serve | keygen | info`."""
+"""`pushstr serve | keygen | info | doctor | send-test | demo`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -13,6 +15,7 @@ import orjson
 
 from pushstr import __version__
 from pushstr.config import ConfigError, Settings, load_settings
+from pushstr.registry.model import Mode
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -72,6 +75,90 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _tool_logging() -> Iterator[None]:
+    """Warnings only while an operator tool runs: it prints its own lines, and the gateway's INFO lines (SQL
+    statements among them, which SQLAlchemy logs whenever its logger is at INFO) would bury them."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in QUIET_LOGGERS)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from pushstr.ops.doctor import run_doctor
+
+    with _tool_logging():
+        return asyncio.run(run_doctor(Path(args.config) if args.config else None, args.timeout, sys.stdout))
+
+
+def _send_test(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from pushstr.ops.send_test import run_send_test
+
+    with _tool_logging():
+        return asyncio.run(
+            run_send_test(
+                settings,
+                sys.stdout,
+                app_id=args.app,
+                token=args.token,
+                platform=args.platform,
+                npub=args.npub,
+                mode=Mode(args.mode) if args.mode else None,
+            )
+        )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pushstr.ops.demo import run_demo
+
+    with _tool_logging():
+        return asyncio.run(run_demo(sys.stdout))
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _add_ops_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the configuration, keys, store, push credentials and relays (exit 0 ok, 1 broken, 2 config)",
+    )
+    doctor.add_argument("--config", help="TOML file (default: ./pushstr.toml when present)")
+    doctor.add_argument(
+        "--timeout", type=_positive_seconds, default=5.0, help="seconds each network check may take (default 5)"
+    )
+    doctor.set_defaults(handler=_doctor)
+    send_test = commands.add_parser(
+        "send-test", help="push one test notification and print the provider's answer (exit 0 when delivered)"
+    )
+    send_test.add_argument("--config", help="TOML file (default: ./pushstr.toml when present)")
+    target = send_test.add_mutually_exclusive_group(required=True)
+    target.add_argument("--npub", help="every stored device of this user (npub or hex)")
+    target.add_argument("--token", help="a device token or push endpoint (with --app)")
+    send_test.add_argument("--app", help="the app the token belongs to (with --token)")
+    send_test.add_argument("--platform", help="the token's platform (default: by the app's transport)")
+    send_test.add_argument(
+        "--mode", choices=[str(mode) for mode in Mode], help="payload mode (default: the device's, else the app's)"
+    )
+    send_test.set_defaults(handler=_send_test)
+    demo = commands.add_parser("demo", help="run pushstr in-process and show a DM become a push (no network)")
+    demo.set_defaults(handler=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pushstr", description="Push-notification gateway for Nostr.")
     parser.add_argument("--version", action="version", version=f"pushstr {__version__}")
@@ -85,18 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
     keygen = commands.add_parser("keygen", help="print a new Nostr key pair")
     keygen.set_defaults(handler=_keygen)
+    _add_ops_commands(commands)
     return parser
 
 
 QUIET_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "asyncpg")
-"""Third-party loggers kept at INFO whatever the root level, since their DEBUG lines carry stored identities."""
+"""Third-party loggers kept at WARNING whatever the root level: at INFO SQLAlchemy logs every statement with its
+parameters (pubkeys, sealed tokens), at DEBUG aiosqlite and asyncpg do too."""
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in QUIET_LOGGERS:  # at DEBUG these print SQL parameters: device tokens, Web Push keys
-        logging.getLogger(chatty).setLevel(logging.INFO)
-    args = build_parser().parse_args(argv)
+    for chatty in QUIET_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "send-test" and (args.token is None) != (args.app is None):
+        parser.error("send-test: --token and --app go together")
     try:
         code: int = args.handler(args)
     except ConfigError as exc:

@@ -479,6 +479,21 @@ class NosDialectConfig(_Section):
     enabled: bool = Field(True, description="subscribe to and handle kind 6666")
 
 
+class NotepushDialectConfig(_Section):
+    """damus notepush's HTTP API: `PUT /user-info/:pubkey/:deviceToken`, its preferences and encryption key."""
+
+    enabled: bool = Field(True, description="serve the `/user-info/…` routes and `GET /server-pubkey`")
+    ios_app: str | None = Field(None, description="the app iOS tokens are pushed with; unset: the ios platform's app")
+    android_app: str | None = Field(
+        None, description="the app Android tokens are pushed with; unset: the android platform's app"
+    )
+    mode: Mode | None = Field(
+        Mode.NOTEPUSH,
+        description="payload mode of these devices (notepush: the event in `nostr_event`, as damus reads it); unset: "
+        "their app's mode",
+    )
+
+
 class DialectsConfig(_Section):
     push_settings: PushSettingsDialectConfig = Field(
         PushSettingsDialectConfig(), description="kind 22456 push settings"
@@ -488,6 +503,7 @@ class DialectsConfig(_Section):
     verse: VerseDialectConfig = Field(VerseDialectConfig(), description="Verse's kinds 3079–3082")
     amethyst: AmethystDialectConfig = Field(AmethystDialectConfig(), description="Amethyst's `POST /register`")
     nos: NosDialectConfig = Field(NosDialectConfig(), description="Nos's kind 6666")
+    notepush: NotepushDialectConfig = Field(NotepushDialectConfig(), description="damus notepush's HTTP API")
 
 
 DEFAULT_APP = "default"

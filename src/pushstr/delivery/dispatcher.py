@@ -313,6 +313,23 @@ class Dispatcher:
             if outcome is not None:
                 self._done(state, job, outcome)
 
+    async def send_once(self, notification: Notification, device: Registration) -> SendResult:
+        """One try now, beside the queue, answering with the provider's result (a user's test push): no retry, no
+        outbox, and a token found dead is reported rather than pruned."""
+        state = self._lanes.get(notification.app)
+        if state is None:
+            return SendResult.rejected("unknown_app")
+        try:
+            encoded = state.lane.renderer.encode(notification, device, state.lane.transport)
+            if isinstance(encoded, SendResult):
+                return encoded
+            async with asyncio.timeout(state.lane.app.timeout_seconds):
+                return await state.lane.transport.send(encoded, device)
+        except TimeoutError:
+            return SendResult.retry("timeout")
+        except Exception as exc:  # a rendering or transport bug is the answer, not a crash of the route
+            return SendResult.rejected(f"error:{type(exc).__name__}")
+
     async def _attempt(self, state: _LaneState, job: _Job) -> str | None:
         """One try; the final outcome, or None when the job was parked for a retry."""
         transport = state.lane.transport

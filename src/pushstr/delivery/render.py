@@ -17,6 +17,9 @@ Modes, chosen per app and overridable per registration (`payload_mode`, the one 
   relay hint; `mutable-content` lets an iOS extension decrypt and rewrite it.
 - `encrypted`: a placeholder alert (data-only on Android / Web) whose data is one NIP-44 payload to the device's
   key, padded to fixed size classes so the push service sees neither content nor identities nor sizes.
+- `notepush`: what damus' push server sends: an alert marked mutable and waking the app, the signed event JSON in
+  the data's `nostr_event` (the damus notification extension reads it) when it fits and the push stands for one
+  event, else the event id.
 - `wrapped`: data-only, the signed event itself NIP-44-encrypted to the recipient in a one-layer kind 1059 from a
   fresh key (`nostr.nip59.wrap_once`), as Amethyst's push server sends it. A wrap over 4000 bytes, or one the
   transport cannot fit, wraps a kind 23903 wake-up naming the event instead (`nostr.nip59.wake_up`).
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
@@ -49,7 +52,7 @@ SIZE_CLASSES = (512, 1024, 2048)
 #: Shown by iOS until the app's extension replaces it with the decrypted text.
 ENCRYPTED_PLACEHOLDER = "New notification"
 #: Modes whose payload carries the signed event, so only they pay for serializing it.
-MODES_WITH_EVENT = frozenset({Mode.ALERT_EVENT, Mode.ENCRYPTED, Mode.WRAPPED})
+MODES_WITH_EVENT = frozenset({Mode.ALERT_EVENT, Mode.ENCRYPTED, Mode.WRAPPED, Mode.NOTEPUSH})
 #: The largest wrap pushed whole; a larger one becomes a wake-up (the limit Amethyst's push server applies).
 WRAP_LIMIT = 4000
 
@@ -158,7 +161,7 @@ def render(
                 notification, device.device_pubkey, encrypt, collapse=collapse, measure=measure, limit=limit
             )
         mode = Mode.SILENT
-    if mode not in (Mode.ALERT, Mode.ALERT_EVENT):
+    if mode not in (Mode.ALERT, Mode.ALERT_EVENT, Mode.NOTEPUSH):
         return Rendered("silent", data={"count": str(notification.count)}, collapse_id=collapse)
     if mode is Mode.ALERT and app.generic_alert:
         return Rendered(
@@ -178,12 +181,23 @@ def render(
     ids = {"event_id": notification.event_id, "kind": str(notification.kind), "count": str(notification.count)}
     if mode is Mode.ALERT:
         return Rendered("alert", title, body, ids, collapse)
+    if mode is Mode.NOTEPUSH:
+        return _notepush(notification, Rendered("alert", title, body, ids, collapse, True, wake=True), measure, limit)
     if notification.event_json is not None:
         full = Rendered("alert", title, body, {**ids, "event": notification.event_json.decode()}, collapse, True)
         if measure(full) <= limit:
             return full
     hint = {"relay": notification.relay} if notification.relay else {}
     return Rendered("alert", title, body, {**ids, **hint}, collapse, True, degraded=notification.event_json is not None)
+
+
+def _notepush(notification: Notification, alert: Rendered, measure: Measure, limit: int) -> Rendered:
+    """`alert` with the event in `nostr_event` when it fits and stands alone (a batch's text would be replaced by
+    one event's); else `alert` as it is, marked degraded when the event did not fit."""
+    if notification.event_json is None or notification.count > 1:
+        return alert
+    full = replace(alert, data={"nostr_event": notification.event_json.decode()})
+    return full if measure(full) <= limit else replace(alert, degraded=True)
 
 
 def _encrypted(

@@ -20,7 +20,7 @@ from pushstr.registry.model import Registration
 from pushstr.registry.storage import Store
 from pushstr.transports import vapid
 from pushstr.transports.apns import ApnsTransport
-from pushstr.transports.base import Notification, Transport
+from pushstr.transports.base import Notification, SendResult, Transport
 from pushstr.transports.fcm import FcmTransport
 from pushstr.transports.log import LogTransport
 from pushstr.transports.webpush import WebPushTransport
@@ -122,6 +122,10 @@ class Delivery:
         if outbox is not None and not outbox.add(notification, device, self._ttls.get(notification.app, 0)):
             return False
         return self._batcher.submit(notification, device)
+
+    async def send_once(self, notification: Notification, device: Registration) -> SendResult:
+        """Push once, now, and answer with the provider's result (`Dispatcher.send_once`)."""
+        return await self._dispatcher.send_once(notification, device)
 
     def _emit(self, notification: Notification, device: Registration) -> bool:
         """The batcher's way out: a push the dispatcher refuses is final, so it leaves the outbox."""

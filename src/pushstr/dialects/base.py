@@ -20,7 +20,10 @@ from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.engine.pipeline import KindHandler, Submitter
 from pushstr.engine.presence import Presence
 from pushstr.nostr.keys import Keys
+from pushstr.registry.model import Registration
+from pushstr.registry.preferences import PreferenceBook
 from pushstr.registry.service import Registry
+from pushstr.transports.base import Notification, SendResult
 
 
 class Dialect:
@@ -80,3 +83,7 @@ class DialectContext:
     """Filters asked of one relay only, beside the shared plan (`RelayPool.set_relay_filters`)."""
     use_token: Callable[[str, int], Awaitable[bool]]
     """Record a NIP-98 authorization id as used until a time; False for a replay (`Store.use_token`)."""
+    preferences: PreferenceBook | None = None
+    """Each device's notification preferences (`registry.preferences`), for dialects that let users set them."""
+    send_now: Callable[[Notification, Registration], Awaitable[SendResult]] | None = None
+    """Push once, now, with the provider's answer (`Delivery.send_once`): a user's test push."""

@@ -8,6 +8,8 @@ a token that cannot work is a 400 at registration instead of a push that fails u
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Annotated, Any
@@ -19,23 +21,40 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pushstr.config import WebPushAppConfig
 from pushstr.dialects.base import Dialect, DialectContext
+from pushstr.dialects.preferences_body import (
+    PreferencesBody,
+    PreferencesView,
+    PrivateMutesError,
+    applied,
+    preferences_view,
+)
 from pushstr.dialects.routes import ApiError, answers, json_request, parse_body, success
 from pushstr.net.urlguard import Resolver, resolve_host
 from pushstr.nostr import nip19, nip98
 from pushstr.nostr.errors import AuthError, InvalidKey, NostrError
 from pushstr.nostr.event import Event
-from pushstr.nostr.keys import public_key_bytes
+from pushstr.nostr.keys import Keys, public_key_bytes
 from pushstr.nostr.nip98 import ReplayCache
+from pushstr.ratelimit import KeyedRateLimiter
 from pushstr.registry.model import Mode, Platform, Registration
+from pushstr.registry.preferences import PreferenceBook
 from pushstr.registry.service import Registry, TooManyDevices
 from pushstr.registry.storage import DeliveryStatus
 from pushstr.registry.tokens import MAX_TOKEN_BYTES, InvalidToken, check_device_token, parse_platform
+from pushstr.transports.base import Notification, Outcome, SendResult
 
 DIALECT = "http-nip98"
 MAX_KINDS = 64
 
 AUTH_FAILURES = Counter("pushstr_nip98_failures_total", "Refused NIP-98 authorizations")
 REGISTRATIONS = Counter("pushstr_http_registrations_total", "HTTP registration changes", ["action"])
+TEST_PUSHES = Counter("pushstr_test_pushes_total", "Test pushes sent on request, by the provider's answer", ["outcome"])
+for _outcome in Outcome:
+    TEST_PUSHES.labels(str(_outcome))
+TEST_PUSHES_PER_MINUTE = 2.0
+TEST_PUSH_BURST = 3
+TEST_KIND = 0
+"""The kind a test push says it is: none that is ever notified, so its alert reads as plain "New activity"."""
 
 KindNumber = Annotated[int, Field(ge=0, le=65535)]
 
@@ -99,6 +118,31 @@ class Registrations(BaseModel):
     registrations: list[RegistrationView]
 
 
+class DevicePreferences(BaseModel):
+    device_token: str
+    dialect: str
+    preferences: PreferencesView
+
+
+class PreferencesList(BaseModel):
+    pubkey: str
+    devices: list[DevicePreferences]
+
+
+class TestPushResult(BaseModel):
+    device_token: str
+    platform: Platform
+    app: str
+    outcome: str = Field(description="the provider's answer: delivered, retry, dead or rejected")
+    reason: str = Field(description="the provider's error code, or why pushstr did not send")
+    status: int | None = Field(description="the provider's HTTP status, when it answered")
+
+
+class TestPushes(BaseModel):
+    pubkey: str
+    results: list[TestPushResult]
+
+
 def registration_view(reg: Registration, status: DeliveryStatus | None = None) -> dict[str, Any]:
     """A registration as the API shows it; with `status`, also when its last push ended and how."""
     last = {"at": round(status.at, 3), "outcome": status.outcome} if status is not None else None
@@ -154,14 +198,23 @@ class HttpNip98(Dialect):
         use_token: Callable[[str, int], Awaitable[bool]],
         clock: Callable[[], float] = time.time,
         resolve: Resolver = resolve_host,
+        preferences: PreferenceBook | None = None,
+        keys: Keys | None = None,
+        send_now: Callable[[Notification, Registration], Awaitable[SendResult]] | None = None,
     ) -> None:
         """`app_for(platform, app)` is the configured app a registration belongs to, None when `app` is unknown;
         `public_url` is the base URL clients sign when pushstr runs behind a proxy; `endpoint_hosts` maps an app
         to the endpoint hosts exempt from the URL guard's address check (a Web Push app's `allowed_hosts`);
         `use_token(id, expires_at)` records an authorization as used in the store (False: it was used before,
         perhaps before a restart or through another instance); `resolve` is the URL guard's DNS lookup (tests
-        answer it without DNS)."""
+        answer it without DNS); with `preferences` (and the server's `keys`, which private mutes are encrypted
+        to), `GET`/`PUT /preferences` are served too; with `send_now` (one push now, with the provider's answer),
+        `POST /test-push`."""
         self._registry = registry
+        self._preferences = preferences
+        self._keys = keys
+        self._send_now = send_now
+        self._test_pushes = KeyedRateLimiter(TEST_PUSHES_PER_MINUTE, TEST_PUSH_BURST)
         self._app_for = app_for
         self._endpoint_hosts = endpoint_hosts
         self._resolve = resolve
@@ -286,7 +339,109 @@ class HttpNip98(Dialect):
             views = [registration_view(reg, statuses.get(reg.device_token)) for reg in devices]
             return JSONResponse({"pubkey": auth.pubkey, "registrations": views})
 
+        if self._preferences is not None and self._keys is not None:
+            self._preference_routes(router, authenticate, self._preferences, self._keys)
+        if self._send_now is not None:
+            self._test_push_route(router, authenticate, self._send_now)
         return router
+
+    def _test_push_route(
+        self,
+        router: APIRouter,
+        authenticate: Callable[[Request, bytes], Awaitable[Event]],
+        send_now: Callable[[Notification, Registration], Awaitable[SendResult]],
+    ) -> None:
+        """`POST /test-push`: a test notification to each of the caller's devices, now, with each provider's answer."""
+
+        @router.post(
+            "/test-push",
+            summary="Push a test notification to the caller's devices and report each provider's answer (NIP-98)",
+            response_model=None,
+            responses={**success(TestPushes), **answers(401, 404, 429)},
+        )
+        async def test_push(request: Request) -> JSONResponse:
+            auth = await authenticate(request, await request.body())
+            wait = self._test_pushes.wait(auth.pubkey)
+            if wait > 0:
+                raise ApiError(429, f"at most {TEST_PUSH_BURST} test pushes at once; try again in {math.ceil(wait)} s")
+            devices = self._registry.registrations_of(auth.pubkey)
+            if not devices:
+                raise ApiError(404, "no device registered for this pubkey")
+            now = self._clock()
+            event_id = hashlib.sha256(f"pushstr test push {auth.id}".encode()).hexdigest()
+            results = []
+            for reg in devices:
+                notification = Notification(event_id, TEST_KIND, auth.pubkey, None, int(now), reg.app)
+                result = await send_now(notification, reg)
+                TEST_PUSHES.labels(str(result.outcome)).inc()
+                results.append(
+                    {
+                        "device_token": reg.device_token,
+                        "platform": str(reg.platform),
+                        "app": reg.app,
+                        "outcome": str(result.outcome),
+                        "reason": result.reason,
+                        "status": result.status,
+                    }
+                )
+            return JSONResponse({"pubkey": auth.pubkey, "results": results})
+
+    def _preference_routes(
+        self,
+        router: APIRouter,
+        authenticate: Callable[[Request, bytes], Awaitable[Event]],
+        book: PreferenceBook,
+        keys: Keys,
+    ) -> None:
+        """`GET`/`PUT /preferences`: the caller's devices' notification preferences, whatever they registered with."""
+        registry = self._registry
+
+        def listing(pubkey: str) -> dict[str, Any]:
+            devices = [
+                {
+                    "device_token": reg.device_token,
+                    "dialect": reg.dialect,
+                    "preferences": preferences_view(book.get(pubkey, reg.device_token)),
+                }
+                for reg in registry.registrations_of(pubkey)
+            ]
+            return {"pubkey": pubkey, "devices": devices}
+
+        @router.get(
+            "/preferences",
+            summary="The notification preferences of the caller's devices (NIP-98)",
+            response_model=None,
+            responses={**success(PreferencesList), **answers(401)},
+        )
+        async def get_preferences(request: Request) -> JSONResponse:
+            auth = await authenticate(request, b"")
+            return JSONResponse(listing(auth.pubkey))
+
+        @router.put(
+            "/preferences",
+            summary="Change notification preferences of one or every device of the caller (NIP-98)",
+            openapi_extra=json_request(PreferencesBody),
+            response_model=None,
+            responses={**success(PreferencesList), **answers(400, 401, 404, 413)},
+        )
+        async def put_preferences(request: Request) -> JSONResponse:
+            body = await request.body()
+            auth = await authenticate(request, body)
+            data: PreferencesBody = parse_body(body, PreferencesBody)
+            devices = registry.registrations_of(auth.pubkey)
+            if data.device_token is not None:
+                devices = [reg for reg in devices if reg.device_token == data.device_token]
+            if not devices:
+                raise ApiError(404, "no such device registered for this pubkey")
+            try:
+                changed = [
+                    (reg, applied(book.get(auth.pubkey, reg.device_token), data, keys, auth.pubkey)) for reg in devices
+                ]
+            except (ValueError, PrivateMutesError) as exc:
+                raise ApiError(400, str(exc)) from None
+            for reg, prefs in changed:
+                await book.put(auth.pubkey, reg.device_token, prefs)
+            return JSONResponse(listing(auth.pubkey))
 
     async def _check_token(self, platform: Platform, token: str, app: str) -> None:
         """400 for a token its platform cannot deliver to, before it is stored and fails unseen at delivery."""
@@ -312,4 +467,7 @@ def build(context: DialectContext) -> HttpNip98:
             if isinstance(app, WebPushAppConfig)
         },
         use_token=context.use_token,
+        preferences=context.preferences,
+        keys=context.keys,
+        send_now=context.send_now,
     )

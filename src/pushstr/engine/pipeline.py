@@ -20,6 +20,7 @@ from pushstr.config import AppConfig
 from pushstr.delivery.render import MODES_WITH_EVENT, payload_mode
 from pushstr.engine.admission import Admission, Rejected
 from pushstr.engine.match import DevicesFor, Match, match_event
+from pushstr.engine.policy import PolicyStage
 from pushstr.logutil import RateLimitedLog
 from pushstr.metrics import LoopCounter
 from pushstr.nostr.event import Event
@@ -39,7 +40,7 @@ NOTIFICATIONS = LoopCounter(
     initial=[("queued",), ("dropped",), ("held_back",)],
 )
 HANDLER_ERRORS = Counter("pushstr_kind_handler_errors_total", "Kind handlers that raised", ["kind"])
-ALERT_MODES = frozenset({Mode.ALERT, Mode.ALERT_EVENT})
+ALERT_MODES = frozenset({Mode.ALERT, Mode.ALERT_EVENT, Mode.NOTEPUSH})
 # Plain ints for the per-event comparisons: reading a `Kind` member costs several times an int comparison.
 _DM, _GIFT_WRAP, _NOTE, _ZAP_RECEIPT = (
     int(kind) for kind in (Kind.ENCRYPTED_DM, Kind.GIFT_WRAP, Kind.TEXT_NOTE, Kind.ZAP_RECEIPT)
@@ -141,9 +142,11 @@ class Pipeline:
         devices_for_group: DevicesFor | None = None,
         policy: Policy | None = None,
         alert_sender: Callable[[str], None] | None = None,
+        preferences: PolicyStage | None = None,
     ) -> None:
         """`devices_for_group` adds matching by `e` tags (groups); `policy` is asked before each submission;
-        `alert_sender` is told the sender of every alert-mode notification (so its profile name can be fetched).
+        `alert_sender` is told the sender of every alert-mode notification (so its profile name can be fetched);
+        `preferences` applies each device's preferences to the matches, and holds pushes in quiet hours.
 
         An event that matched is recorded as handled even when the policy held back every device: a device that
         was online when a message came must not be woken for it later, after a restart's catch-up.
@@ -153,6 +156,7 @@ class Pipeline:
         self._devices_for_group = devices_for_group
         self._policy = policy
         self._alert_sender = alert_sender
+        self._preferences = preferences
         self._delivery = delivery
         self._apps = apps
         self._handled = handled
@@ -217,6 +221,8 @@ class Pipeline:
             self._handle(event, handler)
             return
         matches = match_event(event, self._devices_for, self._devices_for_group, relay_url)
+        if self._preferences is not None:
+            matches = self._preferences.select(event, matches)
         if not matches:
             admission.drop_unmatched()
             return
@@ -244,6 +250,8 @@ class Pipeline:
             self._handle(event, handler)
             return IngestResult(True, "", event.id)
         matches = match_event(event, self._devices_for, self._devices_for_group, relay_url)
+        if self._preferences is not None:
+            matches = self._preferences.select(event, matches)
         return IngestResult(True, "", event.id, self._notify(event, matches, relay_url) if matches else 0)
 
     def _handle(self, event: Event, handler: KindHandler) -> None:
@@ -258,6 +266,9 @@ class Pipeline:
         """Notify the devices a verified event matched (at least one); how many notifications were queued."""
         MATCHED.inc()
         self._handled.record(event.id)
+        preferences = self._preferences
+        if preferences is not None:
+            preferences.record(event, matches)
         sent = 0
         sender = _sender(event)
         conversation = _conversation(event)
@@ -288,6 +299,9 @@ class Pipeline:
                 preview=preview,
                 extra=extra,
             )
+            if preferences is not None and preferences.defer(notification, device):
+                NOTIFICATIONS.inc("held_back")
+                continue
             if sender is not None and self._alert_sender is not None and mode in ALERT_MODES:
                 self._alert_sender(sender)
             if self._delivery.submit(notification, device):

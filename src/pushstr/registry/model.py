@@ -19,6 +19,8 @@ class Mode(StrEnum):
     ENCRYPTED = "encrypted"
     WRAPPED = "wrapped"
     """The signed event itself, NIP-44-encrypted to the recipient in a one-layer kind 1059 (Amethyst)."""
+    NOTEPUSH = "notepush"
+    """An alert that wakes the app and may be rewritten, the signed event in `nostr_event` (damus notepush)."""
 
 
 class Platform(StrEnum):

@@ -123,3 +123,12 @@ class Store(Protocol):
 
     async def forget_tokens(self, before: int) -> int:
         """Drop used authorization ids that expired before `before`; how many were dropped."""
+
+    async def save_preferences(self, pubkey: str, device_token: str, preferences: bytes) -> None:
+        """Insert or replace a device's notification preferences (`registry.preferences`, as JSON)."""
+
+    async def delete_preferences(self, pubkey: str, device_token: str) -> bool:
+        """Delete a device's preferences; whether there were any."""
+
+    async def load_preferences(self) -> list[tuple[str, str, bytes]]:
+        """Every device's stored preferences as (pubkey, device token, JSON): the start-up read."""

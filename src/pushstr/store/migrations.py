@@ -157,6 +157,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX used_tokens_expires_at ON used_tokens (expires_at)",
         ),
     ),
+    Migration(
+        5,
+        "notification preferences per device",
+        (
+            """
+            CREATE TABLE preferences (
+                pubkey TEXT NOT NULL,
+                device_token TEXT NOT NULL,
+                preferences TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (pubkey, device_token)
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -67,6 +67,18 @@ used_tokens = Table(
     Column("expires_at", BigInteger, nullable=False),
 )
 
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("pubkey", Text, nullable=False),
+    Column("device_token", Text, nullable=False),  # sealed like the registration's
+    # `registry.preferences.Preferences.to_json`, sealed like the token (it holds the private mutes a user handed
+    # over): a JSON object, read leniently so later fields can be added.
+    Column("preferences", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("pubkey", "device_token"),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

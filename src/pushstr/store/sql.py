@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +38,7 @@ from pushstr.registry.storage import DeliveryStatus, OutboxRow, OutboxWrite
 from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.migrations import migrate
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
-from pushstr.store.schema import outbox, pushed_events, registrations, used_tokens
+from pushstr.store.schema import outbox, preferences, pushed_events, registrations, used_tokens
 from pushstr.store.sealing import PREFIX, UNSEALED, Sealer
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class SqlStore:
             insert_pushed: sqlite.Insert | postgresql.Insert = sqlite.insert(pushed_events).on_conflict_do_nothing()
             insert_outbox: sqlite.Insert | postgresql.Insert = sqlite.insert(outbox).on_conflict_do_nothing()
             insert_token: sqlite.Insert | postgresql.Insert = sqlite.insert(used_tokens).on_conflict_do_nothing()
+            upsert_preferences: sqlite.Insert | postgresql.Insert = sqlite.insert(preferences)
         else:
             engine = create_async_engine(
                 self._url,
@@ -157,6 +159,7 @@ class SqlStore:
             insert_pushed = postgresql.insert(pushed_events).on_conflict_do_nothing()
             insert_outbox = postgresql.insert(outbox).on_conflict_do_nothing()
             insert_token = postgresql.insert(used_tokens).on_conflict_do_nothing()
+            upsert_preferences = postgresql.insert(preferences)
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
         self._closed = False
@@ -168,6 +171,13 @@ class SqlStore:
                 column.name: upsert.excluded[column.name]
                 for column in registrations.columns
                 if column.name not in ("pubkey", "device_token")
+            },
+        )
+        self._upsert_preferences = upsert_preferences.on_conflict_do_update(
+            index_elements=[preferences.c.pubkey, preferences.c.device_token],
+            set_={
+                "preferences": upsert_preferences.excluded.preferences,
+                "updated_at": upsert_preferences.excluded.updated_at,
             },
         )
         self._insert_pushed = insert_pushed
@@ -370,6 +380,36 @@ class SqlStore:
         async with self._writer.begin() as conn:
             result = await conn.execute(statement)
         return int(result.rowcount)
+
+    async def save_preferences(self, pubkey: str, device_token: str, value: bytes) -> None:
+        row = {
+            "pubkey": pubkey,
+            "device_token": self._seal.seal(device_token),
+            "preferences": self._seal.seal(value.decode()),  # private mutes are in it
+            "updated_at": time.time(),
+        }
+        async with self._writer.begin() as conn:
+            await conn.execute(self._upsert_preferences, row)
+
+    async def delete_preferences(self, pubkey: str, device_token: str) -> bool:
+        statement = delete(preferences).where(
+            preferences.c.pubkey == pubkey, preferences.c.device_token == self._seal.seal(device_token)
+        )
+        async with self._writer.begin() as conn:
+            result = await conn.execute(statement)
+        return result.rowcount > 0
+
+    async def load_preferences(self) -> list[tuple[str, str, bytes]]:
+        columns = preferences.c
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(columns.pubkey, columns.device_token, columns.preferences))).all()
+        loaded = []
+        for pubkey, stored, value in rows:
+            try:
+                loaded.append((str(pubkey), self._seal.open(stored), self._seal.open(str(value)).encode()))
+            except ValueError:
+                self._warn.warning("preferences-seal", "preferences whose token does not open were left out")
+        return loaded
 
     async def _seal_plain_rows(self) -> None:
         """Seal the tokens and Web Push keys of rows stored before sealing (or by a store opened without the
