@@ -476,7 +476,31 @@ class AmethystDialectConfig(_Section):
 class NosDialectConfig(_Section):
     """Nos's kind 6666: an APNs token and the account's relays in a plaintext, signed event."""
 
-    enabled: bool = Field(True, description="subscribe to and handle kind 6666")
+    enabled: bool = Field(True, description="handle kind 6666 registrations sent to the built-in relay endpoint")
+    app: str | None = Field(
+        None,
+        description="the APNs app Nos tokens are pushed with (topic: the app's bundle id, com.verse.Nos for the App "
+        "Store build); unset: the ios platform's app",
+    )
+    mode: Mode = Field(
+        Mode.SILENT,
+        description="payload mode of Nos devices (Nos wakes on a silent push and fetches its mentions itself)",
+    )
+    subscribe: bool = Field(
+        False,
+        description="also ask every watched relay for kind 6666 (a relay that takes the app's registrations for "
+        "pushstr); off: only the built-in endpoint registers",
+    )
+    max_age_seconds: int = Field(
+        24 * 3600, ge=60, description="older registrations are ignored (Nos signs one at every launch as it sends it)"
+    )
+    max_future_seconds: int = Field(600, ge=0, description="registrations dated further ahead are ignored")
+    forget_after_days: int = Field(
+        180,
+        ge=0,
+        description="a device not registered again for this long is removed (Nos's own server stops after 6 "
+        "months); 0: never",
+    )
 
 
 class NotepushDialectConfig(_Section):
