@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from pushstr.config import ConfigError, LogAppConfig, MarmotDialectConfig, Settings
+from pushstr.config import LogAppConfig, MarmotDialectConfig
 from pushstr.dialects import marmot
-from pushstr.dialects.marmot import MAX_TRIGGER_EVENT_BYTES, MarmotPush, _platform_app
+from pushstr.dialects.marmot import MAX_TRIGGER_EVENT_BYTES, MarmotPush
 from pushstr.dialects.marmot_token import DeviceToken, decrypt_chunk
 from pushstr.engine.admission import REJECTED, Admission, AdmissionLimits, Rejected
 from pushstr.engine.dedupe import SeenIds
@@ -309,29 +307,6 @@ def test_full_triggers_may_exceed_the_event_limit_only_when_addressed_to_the_ser
             admission.screen(event.to_dict())
         assert caught.value.code == "too_large"
     assert admission.screen(full.to_dict()).id == full.id
-
-
-def _settings(tmp_path: Path, **marmot_config: Any) -> Settings:
-    return Settings.model_validate(
-        {
-            "server": {"data_dir": str(tmp_path)},
-            "apps": {
-                "default": {"transport": "log"},
-                "ios": {"transport": "apns", "team_id": "T", "key_id": "K", "key_file": "k.p8", "topic": "t"},
-            },
-            "dialects": {"marmot": marmot_config},
-        }
-    )
-
-
-def test_build_picks_apps_that_can_take_the_tokens(tmp_path: Path) -> None:
-    settings = _settings(tmp_path)
-    assert _platform_app(settings, Platform.IOS, None, "apns_app") == "default"
-    assert _platform_app(settings, Platform.IOS, "ios", "apns_app") == "ios"
-    with pytest.raises(ConfigError, match=r"dialects\.marmot\.fcm_app"):
-        _platform_app(settings, Platform.ANDROID, "ios", "fcm_app")
-    with pytest.raises(ConfigError, match="no app"):
-        _platform_app(settings, Platform.ANDROID, "missing", "fcm_app")
 
 
 def test_the_relay_filter_asks_for_gift_wraps_to_the_server() -> None:

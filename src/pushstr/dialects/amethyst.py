@@ -36,9 +36,10 @@ from prometheus_client import Counter
 from starlette.routing import Match
 from starlette.types import Scope
 
-from pushstr.config import ConfigError, Settings, WebPushAppConfig
+from pushstr.config import Settings, WebPushAppConfig
 from pushstr.dialects.amethyst_request import NotAmethyst, read_events, relay_urls, stated_pubkey
-from pushstr.dialects.base import Dialect, DialectContext
+from pushstr.dialects.apps import token_app
+from pushstr.dialects.base import Dialect, DialectContext, Refused
 from pushstr.dialects.http_nip98 import AUTH_FAILURES
 from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.dialects.routes import ApiError
@@ -79,14 +80,6 @@ for _result in RESULTS:
 
 Key = tuple[str, str]
 _TOKEN_NAMES = {"fcm": Platform.ANDROID, "push-url": Platform.UNIFIEDPUSH}
-
-
-class Refused(ValueError):
-    """An event that is not added; `result` is the metric label, the message the answer's `reason`."""
-
-    def __init__(self, result: str, reason: str) -> None:
-        super().__init__(reason)
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,20 +291,11 @@ def _push_app(
 ) -> PushApp | None:
     """The app one kind of token goes to: the configured one (which must be able to push it), else the platform's
     app when its transport can; None when no app can."""
-    if configured is not None:
-        app = settings.apps.get(configured)
-        if app is None:
-            raise ConfigError(f"invalid configuration: dialects.amethyst.{key}: no app {configured!r}")
-        if app.transport not in transports:
-            raise ConfigError(
-                f"invalid configuration: dialects.amethyst.{key}: a {app.transport} app cannot push these tokens"
-            )
-        app_id = configured
-    else:
-        chosen = settings.app_for(platform, None)
-        if chosen is None or settings.apps[chosen].transport not in transports:
-            return None
-        app_id = chosen
+    app_id = token_app(
+        settings, platform, configured, transports, key=f"dialects.amethyst.{key}", tokens="these tokens"
+    )
+    if app_id is None:
+        return None
     app = settings.apps[app_id]
     hosts = tuple(app.allowed_hosts) if isinstance(app, WebPushAppConfig) else ()
     return PushApp(app_id, hosts)

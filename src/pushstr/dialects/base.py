@@ -26,6 +26,15 @@ from pushstr.registry.service import Registry
 from pushstr.transports.base import Notification, SendResult
 
 
+class Refused(ValueError):
+    """An input a dialect does not act on. `result` is its metric label (counted, never user data); the message is
+    the reason, which the client is told where the protocol has an answer for it."""
+
+    def __init__(self, result: str, reason: str) -> None:
+        super().__init__(reason)
+        self.result = result
+
+
 class Dialect:
     """A registration protocol. Subclasses set `name` and override what they use; the defaults do nothing.
 

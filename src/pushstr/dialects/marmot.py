@@ -29,7 +29,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from pushstr.config import ConfigError, MarmotDialectConfig, Settings
+from pushstr.config import MarmotDialectConfig
+from pushstr.dialects.apps import token_app
 from pushstr.dialects.base import Dialect, DialectContext
 from pushstr.dialects.marmot_token import PLATFORM_APNS, ChunkError, decrypt_chunk, split_chunks
 from pushstr.engine.pipeline import Addressed, KindHandler, Submitter
@@ -248,32 +249,20 @@ class MarmotPush(Dialect):
         return False
 
 
-def _platform_app(settings: Settings, platform: Platform, configured: str | None, key: str) -> str | None:
-    """The app a platform's tokens go to: the configured one (which must be able to take them), else the
-    platform's app when its transport can; None when no app can."""
-    transports = _TRANSPORTS[platform]
-    if configured is not None:
-        app = settings.apps.get(configured)
-        if app is None:
-            raise ConfigError(f"invalid configuration: dialects.marmot.{key}: no app {configured!r}")
-        if app.transport not in transports:
-            raise ConfigError(
-                f"invalid configuration: dialects.marmot.{key}: a {app.transport} app cannot deliver "
-                f"{'APNs' if platform is Platform.IOS else 'FCM'} tokens"
-            )
-        return configured
-    chosen = settings.app_for(platform, None)
-    return chosen if chosen is not None and settings.apps[chosen].transport in transports else None
-
-
 def build(context: DialectContext) -> MarmotPush | None:
     """The dialect, or None when it is off; a ConfigError when a configured app cannot take its tokens."""
     settings = context.settings
     config = settings.dialects.marmot
     if not config.enabled:
         return None
+    configured = {
+        Platform.IOS: ("apns_app", config.apns_app, "APNs"),
+        Platform.ANDROID: ("fcm_app", config.fcm_app, "FCM"),
+    }
     apps = {
-        Platform.IOS: _platform_app(settings, Platform.IOS, config.apns_app, "apns_app"),
-        Platform.ANDROID: _platform_app(settings, Platform.ANDROID, config.fcm_app, "fcm_app"),
+        platform: token_app(
+            settings, platform, app, _TRANSPORTS[platform], key=f"dialects.marmot.{key}", tokens=f"{name} tokens"
+        )
+        for platform, (key, app, name) in configured.items()
     }
     return MarmotPush(context.keys, context.delivery, config, apps=apps)

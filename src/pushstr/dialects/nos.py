@@ -45,8 +45,9 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from pushstr.config import ConfigError, NosDialectConfig, Settings
-from pushstr.dialects.base import Dialect, DialectContext
+from pushstr.config import NosDialectConfig
+from pushstr.dialects.apps import token_app
+from pushstr.dialects.base import Dialect, DialectContext, Refused
 from pushstr.dialects.nos_registration import BadRegistration, NosRegistration, read_registration
 from pushstr.dialects.registration_relays import RegistrationRelays
 from pushstr.engine.pipeline import KindHandler
@@ -88,14 +89,6 @@ REPLACED = Counter("pushstr_nos_devices_replaced_total", "Nos devices whose toke
 FORGOTTEN = Counter("pushstr_nos_devices_forgotten_total", "Nos devices removed after forget_after_days unregistered")
 
 Key = tuple[str, str]
-
-
-class Refused(ValueError):
-    """A registration that is not applied; `result` is the metric label."""
-
-    def __init__(self, result: str, reason: str) -> None:
-        super().__init__(reason)
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,24 +308,17 @@ class Nos(Dialect):
                 del self._by_token[key[1]]
 
 
-def _apns_app(settings: Settings, configured: str | None) -> str | None:
-    """The app Nos tokens go to: the configured one (which must push APNs tokens), else the ios platform's app
-    when it can; None when no app can."""
-    if configured is not None:
-        app = settings.apps.get(configured)
-        if app is None:
-            raise ConfigError(f"invalid configuration: dialects.nos.app: no app {configured!r}")
-        if app.transport not in _APNS_TRANSPORTS:
-            raise ConfigError(f"invalid configuration: dialects.nos.app: a {app.transport} app cannot push APNs tokens")
-        return configured
-    chosen = settings.app_for(Platform.IOS, None)
-    return chosen if chosen is not None and settings.apps[chosen].transport in _APNS_TRANSPORTS else None
-
-
 def build(context: DialectContext) -> Nos | None:
     """The dialect, or None when it is off; a ConfigError when the configured app cannot push APNs tokens."""
     settings = context.settings
     config = settings.dialects.nos
     if not config.enabled:
         return None
-    return Nos(context.registry, context.relays, config, app=_apns_app(settings, config.app))
+    return Nos(
+        context.registry,
+        context.relays,
+        config,
+        app=token_app(
+            settings, Platform.IOS, config.app, _APNS_TRANSPORTS, key="dialects.nos.app", tokens="APNs tokens"
+        ),
+    )

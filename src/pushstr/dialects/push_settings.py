@@ -40,7 +40,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from pushstr.config import ApnsAppConfig, AppConfig, PushSettingsDialectConfig, WebPushAppConfig
-from pushstr.dialects.base import Dialect, DialectContext
+from pushstr.dialects.base import Dialect, DialectContext, Refused
 from pushstr.dialects.push_settings_message import (
     Device,
     Message,
@@ -101,14 +101,6 @@ GroupFilters = Callable[[str, Sequence[Mapping[str, Any]]], None]
 class _Job:
     event: Event
     message: Message
-
-
-class Ignored(ValueError):
-    """A settings message that is not acted on; `result` is the metric label."""
-
-    def __init__(self, result: str, reason: str) -> None:
-        super().__init__(reason)
-        self.result = result
 
 
 def _count_ignored(field: str, ignored: Tally[str]) -> None:
@@ -192,37 +184,37 @@ class PushSettings(Dialect):
         try:
             message = self._open(event)
             self._queue.put_nowait(_Job(event, message))
-        except Ignored as exc:
+        except Refused as exc:
             self._count(exc, event)
         except asyncio.QueueFull:
-            self._count(Ignored("overloaded", "too many settings events waiting"), event)
+            self._count(Refused("overloaded", "too many settings events waiting"), event)
 
     def _open(self, event: Event) -> Message:
         if self._server not in event.p_tags:
-            raise Ignored("not_for_us", "not addressed to this server")
+            raise Refused("not_for_us", "not addressed to this server")
         try:
             if nip44.looks_like_nip44(event.content):
                 text = nip44.decrypt_from(self._keys, event.pubkey, event.content)
             elif nip04.looks_like_nip04(event.content):
                 text = nip04.decrypt(self._keys, event.pubkey, event.content)
             else:
-                raise Ignored("undecryptable", "content is neither NIP-04 nor NIP-44")
+                raise Refused("undecryptable", "content is neither NIP-04 nor NIP-44")
         except DecryptError as exc:
-            raise Ignored("undecryptable", exc.reason) from None
+            raise Refused("undecryptable", exc.reason) from None
         try:
             data = orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise Ignored("malformed", "not JSON") from None
+            raise Refused("malformed", "not JSON") from None
         if not isinstance(data, dict):
-            raise Ignored("malformed", "not a JSON object")
+            raise Refused("malformed", "not a JSON object")
         try:
             return Message.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise Ignored("malformed", f"{where}: {first['msg']}") from None
+            raise Refused("malformed", f"{where}: {first['msg']}") from None
 
-    def _count(self, exc: Ignored, event: Event) -> None:
+    def _count(self, exc: Refused, event: Event) -> None:
         EVENTS.labels(exc.result).inc()
         _rate_log.info(f"22456-{exc.result}", "22456 event from %s ignored: %s", ident(event.pubkey), exc)
 
@@ -231,7 +223,7 @@ class PushSettings(Dialect):
             job = await self._queue.get()
             try:
                 EVENTS.labels(await self._apply(job.event, job.message)).inc()
-            except Ignored as exc:
+            except Refused as exc:
                 self._count(exc, job.event)
             except Exception:
                 _rate_log.warning("22456-error", "applying a 22456 event failed", exc_info=True)
@@ -243,14 +235,14 @@ class PushSettings(Dialect):
             return await self._logout(pubkey, created_at)
         if message.kinds is not None:
             if not message.device_id:
-                raise Ignored("malformed", "settings without a deviceId")
+                raise Refused("malformed", "settings without a deviceId")
             self._check_fresh(created_at)
             token = await self._register(event, message, message.device_id)
             if message.online is not None:
                 self._presence.report(pubkey, token, message.online == 1, created_at)
             return "settings"
         if message.online is None:
-            raise Ignored("malformed", "neither settings nor presence")
+            raise Refused("malformed", "neither settings nor presence")
         named = self._device(message.device_id).token if message.device_id else None
         devices = [
             reg
@@ -258,15 +250,15 @@ class PushSettings(Dialect):
             if reg.dialect == DIALECT and (named is None or reg.device_token == named)
         ]
         if not devices:
-            raise Ignored("unknown_device", "presence for a device that is not registered")
+            raise Refused("unknown_device", "presence for a device that is not registered")
         applied = [self._presence.report(pubkey, reg.device_token, message.online == 1, created_at) for reg in devices]
         if not any(applied):
-            raise Ignored("stale", "older than the presence already known or than the heartbeat timeout")
+            raise Refused("stale", "older than the presence already known or than the heartbeat timeout")
         return "heartbeat" if message.online == 1 else "offline"
 
     def _check_fresh(self, created_at: int) -> None:
         if created_at < self._clock() - self._config.stale_after_seconds:
-            raise Ignored("stale", "older than the accepted window")
+            raise Refused("stale", "older than the accepted window")
 
     def _device(self, device_id: str) -> Device:
         return read_device_id(device_id, self._topics)
@@ -275,13 +267,13 @@ class PushSettings(Dialect):
         """Register the device a settings message describes; its token as the push service knows it."""
         pubkey = event.pubkey
         if self._logouts.get(pubkey, -1) >= event.created_at:
-            raise Ignored("stale", "older than a logout")
+            raise Refused("stale", "older than a logout")
         device = self._device(device_id)
         if message.platform is not None and message.platform is not device.platform:
             device = Device(message.platform, device_id)  # a client that names its platform is taken at its word
         current = self._registry.device(pubkey, device.token)
         if current is not None and current.dialect == DIALECT and current.created_at > event.created_at:
-            raise Ignored("stale", "older than the registration already known")
+            raise Refused("stale", "older than the registration already known")
         app = await self._usable_app(device)
         config = self._config
         groups = read_groups(message.groups, config.max_groups_per_device)
@@ -306,7 +298,7 @@ class PushSettings(Dialect):
         try:
             await self._registry.add(registration)
         except TooManyDevices as exc:
-            raise Ignored("too_many_devices", str(exc)) from None
+            raise Refused("too_many_devices", str(exc)) from None
         self._relays.watch(registration.key, relays)
         self._ask_for_groups(self._follow_groups(registration))
         return device.token
@@ -323,16 +315,16 @@ class PushSettings(Dialect):
         return wanted
 
     async def _usable_app(self, device: Device) -> str:
-        """The app a device is pushed through, once its token is known to be usable there (else `Ignored`)."""
+        """The app a device is pushed through, once its token is known to be usable there (else `Refused`)."""
         app_id = self._config.app or (self._topics.get(device.bundle_id) if device.bundle_id else None)
         app_id = app_id or self._app_for(device.platform, None)
         app = self._apps.get(app_id) if app_id is not None else None
         if app_id is None or app is None:
-            raise Ignored("unusable_device", f"no app configured for platform {device.platform}")
+            raise Refused("unusable_device", f"no app configured for platform {device.platform}")
         webpush = app if isinstance(app, WebPushAppConfig) else None
         if webpush is not None and not webpush.allow_plaintext:
             # 0xchat's UnifiedPush endpoints come without p256dh/auth keys: only plaintext can reach them.
-            raise Ignored("unusable_device", f"app {app_id!r} does not allow plaintext UnifiedPush (allow_plaintext)")
+            raise Refused("unusable_device", f"app {app_id!r} does not allow plaintext UnifiedPush (allow_plaintext)")
         try:
             await check_device_token(
                 device.platform,
@@ -341,7 +333,7 @@ class PushSettings(Dialect):
                 resolve=self._resolve,
             )
         except InvalidToken as exc:
-            raise Ignored("unusable_device", str(exc)) from None
+            raise Refused("unusable_device", str(exc)) from None
         return app_id
 
     async def _logout(self, pubkey: str, created_at: int) -> str:
