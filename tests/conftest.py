@@ -33,9 +33,12 @@ def free_port() -> int:
 class RelayHandle:
     """A real nostr-sdk LocalRelay on 127.0.0.1 that can be stopped and started again on the same port."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, notes_per_minute: int | None = None) -> None:
+        """`notes_per_minute` lifts nostr-sdk's default of 60 events per minute per connection (a publisher
+        streaming thousands of events needs more); max_reqs stays at its default, 500."""
         self.port = port
         self.url = f"ws://127.0.0.1:{port}"
+        self._notes_per_minute = notes_per_minute
         self._relay: Any = None
 
     async def start(self) -> None:
@@ -43,7 +46,10 @@ class RelayHandle:
         find the port still taken for a moment: that is retried, for at most `RESTART_SECONDS`."""
         deadline = time.monotonic() + RESTART_SECONDS
         while True:
-            relay = nostr_sdk.LocalRelayBuilder().addr("127.0.0.1").port(self.port).build()
+            builder = nostr_sdk.LocalRelayBuilder().addr("127.0.0.1").port(self.port)
+            if self._notes_per_minute is not None:
+                builder = builder.rate_limit(nostr_sdk.RateLimit(max_reqs=500, notes_per_minute=self._notes_per_minute))
+            relay = builder.build()
             try:
                 await relay.run()
             except nostr_sdk.NostrSdkError as exc:
@@ -61,12 +67,12 @@ class RelayHandle:
 
 
 @pytest.fixture
-async def local_relay() -> AsyncIterator[Callable[[], Awaitable[RelayHandle]]]:
+async def local_relay() -> AsyncIterator[Callable[..., Awaitable[RelayHandle]]]:
     """Factory: `relay = await local_relay()` starts a relay; all are stopped at teardown."""
     handles: list[RelayHandle] = []
 
-    async def start() -> RelayHandle:
-        handle = RelayHandle(free_port())
+    async def start(notes_per_minute: int | None = None) -> RelayHandle:
+        handle = RelayHandle(free_port(), notes_per_minute)
         await handle.start()
         handles.append(handle)
         return handle

@@ -2,7 +2,7 @@
 
 Bottom to top (each layer may import the layers before it):
   foundation (nostr, net, logutil, metrics, ratelimit) → registry → config, identity → store → transports →
-  delivery → engine → relays → dialects → app → api → ops → cli
+  delivery → engine → relays → dialects → cluster → app → api → ops → cli
 Data flows the other way: relays feed the engine, the engine hands notifications to delivery, delivery to the
 transports; dialects sit beside the pipeline and write the registry.
 """
@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),
     ("relays",),
     ("dialects",),
+    ("cluster",),
     ("app",),
     ("api",),
     ("ops",),

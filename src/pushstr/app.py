@@ -6,6 +6,10 @@ outbox already holds).
 Stop: dialects → relay discovery → relay pool (no new events) → delivery drained (what is not final stays in the
 outbox) → store.
 
+With several instances (`cluster.enabled`) the cluster member joins in between (see `cluster.member`): it is
+prepared before the registry loads, joins (taking its shards, which resumes their pushes) once delivery runs and
+before the relays are asked, and hands its shards over first thing at stop.
+
 Every dialect is wired by the same loop (`DIALECTS`): its kind handlers go to the pipeline, its relay filters
 into the subscription plan, its router into the HTTP app (`api.app`).
 """
@@ -20,7 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from pushstr.config import Settings
+from pushstr.cluster.member import ClusterMember
+from pushstr.config import ConfigError, Settings
 from pushstr.delivery.stage import Delivery, build_delivery
 from pushstr.dialects import amethyst, http_nip98, marmot, mostro, nos, notepush, push_settings, verse
 from pushstr.dialects.base import Dialect, DialectBuilder, DialectContext
@@ -37,13 +42,14 @@ from pushstr.identity import load_server_keys
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.kinds import Kind
 from pushstr.private_files import private_dir
+from pushstr.registry.model import Registration
 from pushstr.registry.preferences import PreferenceBook
 from pushstr.registry.service import Registry
 from pushstr.registry.storage import Store
 from pushstr.relays.discovery import LIST_KINDS, RelayDiscovery, author_filters
 from pushstr.relays.planner import Interest
 from pushstr.relays.pool import RelayPool
-from pushstr.store import open_store
+from pushstr.store import SqlStore, open_store
 from pushstr.store.sealing import TokenSeal
 
 log = logging.getLogger(__name__)
@@ -82,10 +88,23 @@ class Service:
         self.presence = Presence(settings.dialects.push_settings.heartbeat_timeout_seconds)
         self.preferences = PreferenceBook(self.store)
         self.lists = UserLists(author_filters)
+        self.cluster: ClusterMember | None = None
+        if settings.cluster.enabled:
+            if not isinstance(self.store, SqlStore):
+                raise ConfigError("invalid configuration: cluster.enabled needs the SQL store")
+            self.cluster = ClusterMember(
+                settings,
+                self.store,
+                self.registry,
+                self.preferences,
+                delivery=self.delivery,
+                seen=self.seen,
+                adopt=self._adopt,
+            )
         self.policy = PolicyStage(
             self.preferences,
             self.lists,
-            self.registry.devices_for,
+            self.registry.matched_devices_for,
             self.delivery.submit,
             on_threads=self._threads_changed,
         )
@@ -101,7 +120,7 @@ class Service:
                 ),
                 self.seen,
             ),
-            self.registry.devices_for,
+            self.registry.matched_devices_for,
             self.delivery,
             settings.apps,
             self.delivery,
@@ -109,6 +128,7 @@ class Service:
             policy=self.presence.allows,
             alert_sender=self.profile_watch.want,
             preferences=self.policy,
+            shards=self.cluster.handled if self.cluster is not None else None,
         )
         self.pipeline.add_kind_handler(Kind.METADATA, self.profile_watch.on_metadata)
         for kind in USER_LIST_KINDS:
@@ -145,7 +165,7 @@ class Service:
         self.dialects: list[Dialect] = [dialect for build in DIALECTS if (dialect := build(context)) is not None]
         for dialect in self.dialects:
             for kind, handler in dialect.kind_handlers().items():
-                self.pipeline.add_kind_handler(kind, handler)
+                self.pipeline.add_kind_handler(kind, handler, sharded=True)
         self._dialect_filters = tuple(f for dialect in self.dialects for f in dialect.relay_filters())
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -164,6 +184,12 @@ class Service:
                 extra=(*self._dialect_filters, *self.profile_watch.filters(), *lists, *self.lists.filters()),
             )
         )
+
+    def _adopt(self, reg: Registration) -> None:
+        """A registration another instance made: its dialect takes up its relays and groups."""
+        for dialect in self.dialects:
+            if dialect.name == reg.dialect:
+                dialect.adopt(reg)
 
     def _lists_changed(self) -> None:
         """Preferences changed: ask the relays for the kind 3 and 10000 of the users that now need them."""
@@ -191,19 +217,26 @@ class Service:
         try:
             private_dir(self.settings.server.data_dir)
             await self.store.open()
+            if self.cluster is not None:
+                await self.cluster.prepare()
             await self.registry.load()
             await self.preferences.load(lambda pubkey, token: self.registry.device(pubkey, token) is not None)
             for dialect in self.dialects:
                 await dialect.start()
-            horizon = int(time.time()) - self.settings.nostr.max_event_age_seconds
-            self.seen.update(await self.store.pushed_since(horizon))
-            await self.delivery.start(self.registry.device)
+            if self.cluster is None:  # shards bring their own handled events (`cluster.member`)
+                horizon = int(time.time()) - self.settings.nostr.max_event_age_seconds
+                self.seen.update(await self.store.pushed_since(horizon))
+            await self.delivery.start(self.registry.device, resume=self.cluster is None)
+            if self.cluster is not None:
+                await self.cluster.join(self.keys.public_hex)
             await self.policy.start()
             if self.discovery is not None:
                 await self.discovery.start()
             self._unsubscribe = self.registry.subscribe(self._replan)
             self._replan()
             await self.pool.start()
+            if self.cluster is not None:
+                self.cluster.start()
             self._tasks = [
                 asyncio.create_task(self._every(EXPIRE_INTERVAL, self._expire), name="expire-registrations"),
                 asyncio.create_task(self._every(PRUNE_INTERVAL, self._prune), name="prune-pushed"),
@@ -223,6 +256,8 @@ class Service:
 
     async def stop(self) -> None:
         self.started = False
+        if self.cluster is not None:
+            await self.cluster.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

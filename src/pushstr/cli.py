@@ -122,6 +122,14 @@ def _demo(args: argparse.Namespace) -> int:
         return asyncio.run(run_demo(sys.stdout))
 
 
+def _cluster_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from pushstr.ops.cluster_status import run_cluster_status
+
+    with _tool_logging():
+        return asyncio.run(run_cluster_status(settings, sys.stdout))
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -157,6 +165,13 @@ def _add_ops_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     send_test.set_defaults(handler=_send_test)
     demo = commands.add_parser("demo", help="run pushstr in-process and show a DM become a push (no network)")
     demo.set_defaults(handler=_demo)
+    cluster = commands.add_parser("cluster", help="several instances on one PostgreSQL database")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    status = cluster_commands.add_parser(
+        "status", help="instances, their shards, lease ages and pending pushes (exit 0 whole, 1 shards unheld)"
+    )
+    status.add_argument("--config", help="TOML file (default: ./pushstr.toml when present)")
+    status.set_defaults(handler=_cluster_status)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -530,6 +530,44 @@ class DialectsConfig(_Section):
     notepush: NotepushDialectConfig = Field(NotepushDialectConfig(), description="damus notepush's HTTP API")
 
 
+class ClusterConfig(_Section):
+    """Several `pushstr serve` processes on one PostgreSQL database, splitting the pubkeys between them."""
+
+    enabled: bool = Field(
+        False, description="share the store with other instances and split the work by shard leases (PostgreSQL only)"
+    )
+    instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="this instance's name among the others (logs, `pushstr cluster status`); unset: host-pid-random",
+    )
+    shards: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="how many parts the pubkey space is split into; the same for every instance of the database",
+    )
+    lease_seconds: float = Field(
+        15.0, ge=3.0, le=600.0, description="a shard whose owner stopped renewing is taken over after this long"
+    )
+    renew_seconds: float = Field(
+        0.0, ge=0.0, description="how often leases are renewed and shares rebalanced; 0: a third of lease_seconds"
+    )
+    poll_seconds: float = Field(
+        2.0,
+        gt=0.0,
+        le=60.0,
+        description="how often the registry change log is read besides the database's notifications (a lost "
+        "notification heals within it)",
+    )
+
+    @property
+    def renew_interval(self) -> float:
+        return self.renew_seconds or self.lease_seconds / 3
+
+
 DEFAULT_APP = "default"
 
 
@@ -586,6 +624,7 @@ class Settings(_Section):
         default_factory=dict, description="the app a registration of that platform gets when it names none"
     )
     dialects: DialectsConfig = Field(DialectsConfig(), description="the registration protocols besides HTTP")
+    cluster: ClusterConfig = Field(ClusterConfig(), description="several instances on one PostgreSQL database")
 
     @model_validator(mode="before")
     @classmethod
@@ -640,6 +679,21 @@ class Settings(_Section):
             self._require_app(f"platform_apps.{platform}", app_id)
         if self.dialects.push_settings.app is not None:
             self._require_app("dialects.push_settings.app", self.dialects.push_settings.app)
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_on_postgresql(self) -> Self:
+        """Instances share their state through PostgreSQL; a SQLite file cannot be shared between hosts."""
+        if self.cluster.enabled and not self.store_url.startswith("postgresql"):
+            raise PydanticCustomError(
+                "cluster_store", "cluster.enabled needs a PostgreSQL store.url", {"key": "cluster.enabled"}
+            )
+        if self.cluster.renew_interval >= self.cluster.lease_seconds / 2:
+            raise PydanticCustomError(
+                "cluster_renew",
+                "cluster.renew_seconds must be under half of lease_seconds",
+                {"key": "cluster.renew_seconds"},
+            )
         return self
 
     def _require_app(self, key: str, app_id: str) -> None:

@@ -151,12 +151,19 @@ class Config:
     key: ApnsKey
     #: `alert` puts the event id into every APNs payload: the tests count and order pushes per event.
     mode: str = "alert"
+    #: More TOML sections (a shared store, `[cluster]`), appended as they are.
+    extra: str = ""
+    #: `nostr.relay_update_interval_seconds`: how soon a new registration reaches the relay's subscription.
+    update_interval: float = 1.0
+    #: `server.public_url`, which NIP-98 `u` tags name (unset: the URL a request reached).
+    public_url: str | None = None
 
     def toml(self) -> str:
         return f"""
 [server]
 data_dir = "{self.data_dir}"
 port = {self.port}
+{f'public_url = "{self.public_url}"' if self.public_url else ""}
 
 [nostr]
 relays = ["{self.relay_url}"]
@@ -164,6 +171,7 @@ secret_key = "{self.secret_key}"
 reconnect_min_seconds = 0.2
 reconnect_max_seconds = 1
 connect_timeout_seconds = 2
+relay_update_interval_seconds = {self.update_interval}
 
 [apps.ios]
 transport = "apns"
@@ -177,7 +185,7 @@ environment = "sandbox"
 mode = "{self.mode}"
 backoff_base_seconds = 0.2
 backoff_max_seconds = 1
-"""
+{self.extra}"""
 
 
 @dataclass

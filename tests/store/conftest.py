@@ -7,52 +7,15 @@ server cannot be reached the PostgreSQL tests fail: CI has one, and a silent ski
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from pushstr.store import SqlStore, open_store
+from tests.postgres import postgres_database, reset_schema
 
-POSTGRES_URL = os.environ.get("PUSHSTR_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-
-
-def _dsn(url: str) -> str:
-    """The SQLAlchemy URL as a libpq DSN for asyncpg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _admin(statement: str) -> None:
-    conn = await asyncpg.connect(_dsn(POSTGRES_URL), timeout=10)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A database of this session's own, as a SQLAlchemy URL; dropped at the end."""
-    name = f"pushstr_test_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL is required for the store tests and is not usable at {POSTGRES_URL}: {exc}")
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
-
-
-async def _reset_schema(url: str) -> None:
-    conn = await asyncpg.connect(_dsn(url), timeout=10)
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
+__all__ = ["postgres_database"]  # a fixture of these tests
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -68,7 +31,7 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def store_url(backend_url: str) -> str:
     """`backend_url`, emptied."""
     if backend_url.startswith("postgresql"):
-        await _reset_schema(backend_url)
+        await reset_schema(backend_url)
     return backend_url
 
 

@@ -56,6 +56,9 @@ class Ledger(Protocol):
     def finish(self, notification: Notification, device: Registration, outcome: str) -> None:
         """A push reached its final outcome (`delivered`, `dead`, `rejected`, `expired`, …)."""
 
+    def hand_over(self, notification: Notification, device: Registration) -> None:
+        """A push another instance delivers now: not final, not kept here any more."""
+
 
 class _NoLedger:
     """For a dispatcher used on its own (benchmarks, tests): nothing is kept."""
@@ -64,6 +67,9 @@ class _NoLedger:
         return None
 
     def finish(self, notification: Notification, device: Registration, outcome: str) -> None:
+        return None
+
+    def hand_over(self, notification: Notification, device: Registration) -> None:
         return None
 
 
@@ -158,6 +164,12 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._accepting = False
+        self._elsewhere: Callable[[Registration], bool] | None = None
+
+    def deliver_elsewhere(self, elsewhere: Callable[[Registration], bool] | None) -> None:
+        """Leave the pushes of devices `elsewhere` picks to another instance (their shard moved): each is handed
+        back to the ledger, unsent, when its turn comes (a push already in flight still finishes)."""
+        self._elsewhere = elsewhere
 
     async def start(self) -> None:
         for state in self._lanes.values():
@@ -283,6 +295,12 @@ class Dispatcher:
         for _ in range(len(state.behind.pop(job.device.key, ())) + 1):
             self._release(state)
 
+    def _hand_over(self, state: _LaneState, job: _Job) -> None:
+        """A job and the device's jobs behind it go to another instance, unsent and in their order."""
+        for handed in (job, *state.behind.pop(job.device.key, ())):
+            self._ledger.hand_over(handed.notification, handed.device)
+            self._release(state)
+
     def _leave(self, state: _LaneState, job: _Job) -> None:
         """A final job leaves this dispatcher; its device's next job moves into the queue."""
         self._release(state)
@@ -305,6 +323,9 @@ class Dispatcher:
     async def _work(self, state: _LaneState) -> None:
         while True:
             job = await state.queue.get()
+            if self._elsewhere is not None and self._elsewhere(job.device):
+                self._hand_over(state, job)
+                continue
             wait = job.not_before - self._clock()
             if wait > 0:
                 self._park(state, job, wait)

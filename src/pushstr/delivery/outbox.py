@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -120,6 +120,7 @@ class Outbox:
         self._retried: dict[OutboxKey, OutboxAttempt] = {}
         self._finished: list[OutboxKey] = []
         self._handled: list[tuple[str, int]] = []
+        self._handled_shards: list[tuple[str, int, int]] = []
         self._statuses: dict[tuple[str, str], DeliveryStatus] = {}
         self._written_status: dict[tuple[str, str], tuple[str, float]] = {}
         self._failed: OutboxWrite | None = None
@@ -135,9 +136,12 @@ class Outbox:
 
     # -- what delivery and the pipeline call --------------------------------------------------------------------
 
-    def record(self, event_id: str) -> None:
-        """Mark an event handled: a restart's relay catch-up skips it (its pushes are here, or were held back)."""
-        self._handled.append((event_id, int(self._clock())))
+    def record(self, event_id: str, shards: Sequence[int] = ()) -> None:
+        """Mark an event handled: a restart's relay catch-up skips it (its pushes are here, or were held back);
+        with several instances, for `shards` too (the next owner of one skips it)."""
+        now = int(self._clock())
+        self._handled.append((event_id, now))
+        self._handled_shards.extend((event_id, shard, now) for shard in shards)
         self._changed()
 
     def add(self, notification: Notification, device: Registration, ttl_seconds: int) -> bool:
@@ -160,6 +164,15 @@ class Outbox:
                 self._added[key] = OutboxRow(*key, app, text, now, now + ttl_seconds, now)
         self._changed()
         return True
+
+    def hand_over(self, notification: Notification, device: Registration) -> None:
+        """Another instance delivers this push now (its shard went there): stop tracking it here, and keep its row
+        (what is not committed yet still is), which the new owner reads."""
+        for key in outbox_keys(notification, device):
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self._by_app[entry.app].pop(key, None)
+        self._changed()
 
     def _track(self, key: OutboxKey, app: str, enqueued_at: float, durable: bool) -> None:
         self._entries[key] = _Entry(app, durable)
@@ -218,10 +231,13 @@ class Outbox:
 
     # -- start, stop, recovery ----------------------------------------------------------------------------------
 
-    async def recover(self) -> list[tuple[OutboxRow, Notification]]:
-        """The pending pushes the store holds, oldest first, now tracked here again; unreadable rows are dropped."""
+    async def recover(self, select: Callable[[str], bool] | None = None) -> list[tuple[OutboxRow, Notification]]:
+        """The pending pushes the store holds, oldest first, now tracked here again; unreadable rows are dropped.
+        With `select`, only the rows of the pubkeys it picks (the shards just taken) that are not tracked yet."""
         recovered = []
         for row in await self._store.load_outbox():
+            if select is not None and (row.key in self._entries or not select(row.pubkey)):
+                continue
             try:
                 notification = decode_notification(row.notification, row.app)
             except (ValueError, KeyError, TypeError):
@@ -268,7 +284,9 @@ class Outbox:
         self._wake.set()
 
     def _has_changes(self) -> bool:
-        return bool(self._added or self._retried or self._finished or self._handled or self._statuses)
+        return bool(
+            self._added or self._retried or self._finished or self._handled or self._statuses or self._handled_shards
+        )
 
     async def _run(self) -> None:
         while True:
@@ -296,8 +314,10 @@ class Outbox:
                 finished=self._finished,
                 handled=self._handled,
                 statuses=list(self._statuses.values()),
+                handled_shards=self._handled_shards,
             )
             self._added, self._retried, self._finished, self._handled, self._statuses = {}, {}, [], [], {}
+            self._handled_shards = []
         if self._failed is not None:
             write = self._failed
             await self._store.write_outbox(write)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from pushstr.config import AnyAppConfig, ApnsAppConfig, FcmAppConfig, Settings, WebPushAppConfig
 from pushstr.delivery.batch import Batcher, Timing
@@ -72,18 +72,39 @@ class Delivery:
     def outbox(self) -> Outbox | None:
         return self._outbox
 
-    async def start(self, device_of: Callable[[str, str], Registration | None] | None = None) -> None:
+    async def start(
+        self, device_of: Callable[[str, str], Registration | None] | None = None, *, resume: bool = True
+    ) -> None:
         """Start delivering, first resuming what the outbox kept from the last run (`device_of(pubkey, token)`
-        finds the registration of a stored push; one that is gone drops it)."""
+        finds the registration of a stored push; one that is gone drops it). Instances that split the pubkeys
+        resume nothing here: each resumes its shards' pushes as it takes them (`resume_pubkeys`)."""
         await self._dispatcher.start()
         await self._batcher.start()
         if self._outbox is not None:
             await self._outbox.start()
-            await self._resume(self._outbox, device_of or (lambda pubkey, token: None))
+            if resume:
+                await self._resume(self._outbox, device_of or (lambda pubkey, token: None))
 
-    async def _resume(self, outbox: Outbox, device_of: Callable[[str, str], Registration | None]) -> None:
+    async def resume_pubkeys(
+        self, select: Callable[[str], bool], device_of: Callable[[str, str], Registration | None]
+    ) -> None:
+        """Resume the stored pushes of the pubkeys `select` picks that are not tracked here yet (shards just
+        taken from another instance)."""
+        if self._outbox is not None:
+            await self._resume(self._outbox, device_of, select)
+
+    def deliver_elsewhere(self, elsewhere: Callable[[Registration], bool] | None) -> None:
+        """See `Dispatcher.deliver_elsewhere`."""
+        self._dispatcher.deliver_elsewhere(elsewhere)
+
+    async def _resume(
+        self,
+        outbox: Outbox,
+        device_of: Callable[[str, str], Registration | None],
+        select: Callable[[str], bool] | None = None,
+    ) -> None:
         resumed = 0
-        for row, notification in await outbox.recover():
+        for row, notification in await outbox.recover(select):
             device = device_of(row.pubkey, row.device_token)
             if device is None or device.app != row.app:
                 outbox.forget(row)
@@ -102,10 +123,11 @@ class Delivery:
         if resumed:
             log.info("delivery resumed %d pending pushes from the outbox", resumed)
 
-    def record(self, event_id: str) -> None:
-        """Mark an event handled, in the same commit as its pushes (see `delivery.outbox`)."""
+    def record(self, event_id: str, shards: Sequence[int] = ()) -> None:
+        """Mark an event handled (for `shards`, with several instances), in the same commit as its pushes (see
+        `delivery.outbox`)."""
         if self._outbox is not None:
-            self._outbox.record(event_id)
+            self._outbox.record(event_id, shards)
 
     async def durable(self) -> None:
         """Wait until every notification taken so far is in the store (or final)."""

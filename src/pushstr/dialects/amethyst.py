@@ -171,10 +171,13 @@ class Amethyst(Dialect):
         pruned as dead, or taken over by another dialect, lets go of its relays)."""
         for reg in self._registry.registrations():
             if reg.dialect == DIALECT:
-                self._relays.watch(reg.key, reg.relays)
-                self._watching.add(reg.key)
+                self.adopt(reg)
         self._unsubscribe = self._registry.subscribe(self._changed.set)
         self._worker = asyncio.create_task(self._release_gone(), name="amethyst-relays")
+
+    def adopt(self, reg: Registration) -> None:
+        self._relays.watch(reg.key, reg.relays)
+        self._watching.add(reg.key)
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:

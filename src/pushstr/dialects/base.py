@@ -71,6 +71,10 @@ class Dialect:
     async def stop(self) -> None:
         """Called before the relays close; must not raise."""
 
+    def adopt(self, reg: Registration) -> None:
+        """A registration of this dialect made through another instance arrived (`pushstr.cluster`): take up
+        what `start` restores for a loaded one (the relays it names, the groups it follows)."""
+
 
 class DialectBuilder(Protocol):
     def __call__(self, context: DialectContext) -> Dialect | None: ...

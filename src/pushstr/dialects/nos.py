@@ -159,8 +159,7 @@ class Nos(Dialect):
         pruned as dead, or taken over by another dialect, lets go of its relays) and sweep old devices."""
         for reg in self._registry.registrations():
             if reg.dialect == DIALECT:
-                self._relays.watch(reg.key, reg.relays)
-                self._track(reg.key)
+                self.adopt(reg)
         self._unsubscribe = self._registry.subscribe(self._changed.set)
         self._tasks = [
             asyncio.create_task(self._work(), name="nos"),
@@ -168,6 +167,10 @@ class Nos(Dialect):
         ]
         if self._config.forget_after_days:
             self._tasks.append(asyncio.create_task(self._schedule_sweeps(), name="nos-sweep"))
+
+    def adopt(self, reg: Registration) -> None:
+        self._relays.watch(reg.key, reg.relays)
+        self._track(reg.key)
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:

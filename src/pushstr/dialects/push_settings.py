@@ -168,6 +168,10 @@ class PushSettings(Dialect):
                 changed |= self._follow_groups(reg)
         self._ask_for_groups(changed)
 
+    def adopt(self, reg: Registration) -> None:
+        self._relays.watch(reg.key, reg.relays)
+        self._ask_for_groups(self._follow_groups(reg))
+
     async def start(self) -> None:
         self.restore()
         self._worker = asyncio.create_task(self._work(), name="push-settings")

@@ -37,6 +37,11 @@ class SeenIds:
             self._ids.popitem(last=False)
         return True
 
+    def clear(self) -> None:
+        """Forget every id: the relays' window is read again (an instance took a shard over; see
+        `engine.handled`, which keeps that from pushing anything twice)."""
+        self._ids.clear()
+
     def update(self, event_ids: Iterable[str]) -> None:
         for event_id in event_ids:
             self.add(event_id)

@@ -10,7 +10,7 @@ recipient, with an `Addressed` handler: those events go to the dialect, every ot
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from pushstr.config import AppConfig
 from pushstr.delivery.render import MODES_WITH_EVENT, payload_mode
 from pushstr.engine.admission import Admission, Rejected
+from pushstr.engine.handled import HandledShards
 from pushstr.engine.match import DevicesFor, Match, match_event
 from pushstr.engine.policy import PolicyStage
 from pushstr.logutil import RateLimitedLog
@@ -52,8 +53,9 @@ class Submitter(Protocol):
 
 
 class HandledLog(Protocol):
-    def record(self, event_id: str) -> None:
-        """Mark an event handled, so that a restart's relay catch-up does not push it again."""
+    def record(self, event_id: str, shards: Sequence[int] = ()) -> None:
+        """Mark an event handled, so that a restart's relay catch-up does not push it again (and, with several
+        instances, for which shards: the next owner of one skips it)."""
 
 
 KindHandler = Callable[[Event], None]
@@ -143,6 +145,7 @@ class Pipeline:
         policy: Policy | None = None,
         alert_sender: Callable[[str], None] | None = None,
         preferences: PolicyStage | None = None,
+        shards: HandledShards | None = None,
     ) -> None:
         """`devices_for_group` adds matching by `e` tags (groups); `policy` is asked before each submission;
         `alert_sender` is told the sender of every alert-mode notification (so its profile name can be fetched);
@@ -150,6 +153,11 @@ class Pipeline:
 
         An event that matched is recorded as handled even when the policy held back every device: a device that
         was online when a message came must not be woken for it later, after a restart's catch-up.
+
+        `shards` is given when instances split the pubkeys (`pushstr.cluster`): an event is then notified only to
+        the devices of shards it was not handled for, and the events of handlers added with `sharded=True`
+        (registrations) reach them only when their author's shard is this instance's, so one instance applies
+        each registration. Events sent to the built-in endpoint are applied where they arrive.
         """
         self._admission = admission
         self._devices_for = devices_for
@@ -162,10 +170,15 @@ class Pipeline:
         self._handled = handled
         self._handlers: dict[int, KindHandler] = {}
         self._addressed: dict[int, dict[str, KindHandler]] = {}
+        self._shards = shards
+        self._sharded: set[int] = set()
 
-    def add_kind_handler(self, kind: int, handler: KindHandler) -> None:
+    def add_kind_handler(self, kind: int, handler: KindHandler, *, sharded: bool = False) -> None:
         """Route admitted events of `kind` to a dialect instead of matching them; an `Addressed` handler gets only
-        those addressed to its recipient (and admission lets them be as large as it says)."""
+        those addressed to its recipient (and admission lets them be as large as it says). A `sharded` handler
+        gets relay events only from authors in this instance's shards (see `__init__`)."""
+        if sharded:
+            self._sharded.add(int(kind))
         if isinstance(handler, Addressed):
             self._addressed.setdefault(int(kind), {})[handler.recipient] = handler.handler
             if handler.max_event_bytes is not None:
@@ -214,6 +227,8 @@ class Pipeline:
             if by_recipient is not None:
                 handler = _addressed_handler(event, by_recipient)
         if handler is not None:
+            if self._shards is not None and event.kind in self._sharded and not self._shards.owns(event.pubkey):
+                return  # another instance applies it
             try:
                 admission.verify(event)
             except Rejected:
@@ -264,8 +279,14 @@ class Pipeline:
 
     def _notify(self, event: Event, matches: list[Match], relay_url: str | None) -> int:
         """Notify the devices a verified event matched (at least one); how many notifications were queued."""
+        if self._shards is not None:
+            matches = self._shards.fresh(event.id, matches)
+            if not matches:
+                return 0  # handled for these shards already, here or by their previous owner
+            self._handled.record(event.id, self._shards.record(event.id, matches))
+        else:
+            self._handled.record(event.id)
         MATCHED.inc()
-        self._handled.record(event.id)
         preferences = self._preferences
         if preferences is not None:
             preferences.record(event, matches)

@@ -12,6 +12,7 @@ never queries the store. Writes go to the store first, then to memory, as the re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -395,6 +396,31 @@ class PreferenceBook:
         if old is not None:
             self._count(pubkey, old, -1)
             self._changed()
+
+    def refresh(self, pubkey: str, tokens: Iterable[str], stored: Sequence[tuple[str, bytes]]) -> bool:
+        """Make a pubkey's preferences here what the store holds (`stored`: device token and JSON, read after
+        another instance changed them), for its device `tokens` and the stored ones; whether anything changed.
+        An unreadable row leaves the defaults."""
+        wanted: dict[str, Preferences] = {}
+        for token, data in stored:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                wanted[token] = Preferences.from_json(data)
+        changed = False
+        for token in {*tokens, *wanted}:
+            key = (pubkey, token)
+            old, new = self._by_device.get(key), wanted.get(token)
+            if old == new:
+                continue
+            changed = True
+            if old is not None:
+                self._count(pubkey, old, -1)
+                del self._by_device[key]
+            if new is not None:
+                self._by_device[key] = new
+                self._count(pubkey, new, 1)
+        if changed:
+            self._changed()
+        return changed
 
     def _count(self, pubkey: str, prefs: Preferences, delta: int) -> None:
         for wanted, counts in (

@@ -8,6 +8,12 @@ never take it.
 
 The store is written before the index: when the write fails, the exception reaches the caller and the index
 still describes what the store holds.
+
+With several instances on one database (`pushstr.cluster`), every instance keeps every registration (any of them
+answers the API), and a second index holds the ones this instance matches events for: those of the pubkeys in
+its shards, and its own memory-only ones. Matching and the relay plan read that one (`matched_devices_for`,
+`interest`); a single instance has one index serving both. Changes other instances make reach the index through
+`refresh`.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ class Registry:
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
         self._version = 0
+        self._owns: Callable[[str], bool] | None = None
+        self._matched = self._index  # the index matching reads: this instance's share of `_index`
+        self._match_by_pubkey = self._by_pubkey
+        self._match_by_group = self._by_group
 
     @property
     def version(self) -> int:
@@ -89,6 +99,7 @@ class Registry:
             self._index = index
             self._by_pubkey = index.devices_by_pubkey
             self._by_group = index.devices_by_group
+            self._rebuild_matched()
             self._changed()
         logger.info(
             "registry loaded %d registrations of %d pubkeys in %.2fs",
@@ -116,7 +127,7 @@ class Registry:
                 await self._store.save_registration(reg)
             elif current is not None and current.persistent:
                 await self._store.delete_registration(*reg.key)
-            self._index.put(reg)
+            self._put(reg)
             self._changed()
         logger.debug(
             "registered %s device %s (%s, %s)", ident(reg.pubkey), ident(reg.device_token), reg.platform, reg.dialect
@@ -130,7 +141,7 @@ class Registry:
             # A pubkey unknown here may still be in a store shared with other instances.
             if current is None or current.persistent:
                 stored = await self._store.delete_registration(pubkey, device_token)
-            removed = self._index.remove(pubkey, device_token) is not None
+            removed = self._remove(pubkey, device_token) is not None
             if removed:
                 self._changed()
         if removed or stored:
@@ -142,6 +153,8 @@ class Registry:
         async with self._lock:
             stored = await self._store.delete_token(device_token)
             removed = self._index.remove_token(device_token)
+            if self._matched is not self._index:
+                self._matched.remove_token(device_token)
             if removed:
                 self._changed()
         count = len({reg.pubkey for reg in stored} | {reg.pubkey for reg in removed})
@@ -165,34 +178,42 @@ class Registry:
                 return False
             if current.persistent:
                 await self._store.delete_registration(*reg.key)
-            self._index.remove(*reg.key)
+            self._remove(*reg.key)
             self._changed()
         logger.info("pruned dead device %s of %s (%s)", ident(reg.device_token), ident(reg.pubkey), reg.platform)
         return True
 
     def expire(self, now: float | None = None) -> int:
         """Drop the memory-only registrations whose `expires_at` has passed; how many were dropped."""
-        expired = self._index.expire(time.time() if now is None else now)
+        at = time.time() if now is None else now
+        expired = self._index.expire(at)
+        if self._matched is not self._index:
+            self._matched.expire(at)
         if expired:
             self._changed()
             logger.debug("expired %d memory-only registrations", len(expired))
         return len(expired)
 
     def devices_for_group(self, group_id: str) -> Sequence[Registration]:
-        """The devices following a group or channel (an event id in `e` tags): a hot-path lookup too."""
-        return self._by_group.get(group_id, ())
+        """The devices this instance matches that follow a group or channel (an event id in `e` tags): a hot-path
+        lookup too."""
+        return self._match_by_group.get(group_id, ())
 
     def group_interest(self) -> KindInterest:
-        """Kind set → group ids to subscribe for (`#e` filters)."""
-        return self._index.group_interest()
+        """Kind set → group ids to subscribe for (`#e` filters), for the devices this instance matches."""
+        return self._matched.group_interest()
 
     def registrations(self) -> list[Registration]:
         """A snapshot of every registration (for a dialect restoring its state after `load`)."""
         return list(self._index)
 
     def devices_for(self, pubkey: str) -> Sequence[Registration]:
-        """The devices of a pubkey (an empty sequence when none): the hot-path lookup, one dict access."""
+        """The devices of a pubkey (an empty sequence when none), whichever instance matches them."""
         return self._by_pubkey.get(pubkey, ())
+
+    def matched_devices_for(self, pubkey: str) -> Sequence[Registration]:
+        """The devices of a pubkey that this instance matches events for: the hot-path lookup, one dict access."""
+        return self._match_by_pubkey.get(pubkey, ())
 
     def device(self, pubkey: str, device_token: str) -> Registration | None:
         """The registration of one device, if it is registered."""
@@ -211,12 +232,66 @@ class Registry:
         return bool(self._index.devices_for(pubkey))
 
     def interest(self) -> KindInterest:
-        """Kind set → pubkeys to subscribe for; the same object until a change alters it."""
-        return self._index.interest()
+        """Kind set → pubkeys to subscribe for (those this instance matches); the same object until a change
+        alters it."""
+        return self._matched.interest()
 
     def counts(self) -> dict[str, int]:
         """Registrations per platform, memory-only ones included."""
         return self._index.counts()
+
+    def set_owner(self, owns: Callable[[str], bool] | None) -> None:
+        """Match only the stored registrations of the pubkeys `owns` (and every memory-only one): this
+        instance's shards changed. None matches every registration again."""
+        self._owns = owns
+        self._rebuild_matched()
+        self._changed()
+
+    async def refresh(self, pubkey: str, stored: Sequence[Registration]) -> bool:
+        """Make a pubkey's stored registrations here what the store holds (`stored`, read after another instance
+        changed them); its memory-only ones stay. Whether anything changed."""
+        async with self._lock:
+            current = {reg.device_token: reg for reg in self._index.devices_for(pubkey) if reg.persistent}
+            wanted = {reg.device_token: reg for reg in stored if reg.pubkey == pubkey and reg.persistent}
+            changed = False
+            for token in current:
+                if token not in wanted:
+                    self._remove(pubkey, token)
+                    changed = True
+            for token, reg in wanted.items():
+                if current.get(token) != reg:
+                    self._put(reg)
+                    changed = True
+            if changed:
+                self._changed()
+        return changed
+
+    def _mine(self, reg: Registration) -> bool:
+        return self._owns is None or not reg.persistent or self._owns(reg.pubkey)
+
+    def _put(self, reg: Registration) -> None:
+        self._index.put(reg)
+        if self._matched is not self._index:
+            if self._mine(reg):
+                self._matched.put(reg)
+            else:  # replaced a memory-only registration of a pubkey owned elsewhere
+                self._matched.remove(*reg.key)
+
+    def _remove(self, pubkey: str, device_token: str) -> Registration | None:
+        if self._matched is not self._index:
+            self._matched.remove(pubkey, device_token)
+        return self._index.remove(pubkey, device_token)
+
+    def _rebuild_matched(self) -> None:
+        """The matching index after a load or a change of shards: the whole index for a single instance."""
+        if self._owns is None:
+            self._matched = self._index
+        else:
+            matched = RegistryIndex()
+            matched.put_many(reg for reg in self._index if self._mine(reg))
+            self._matched = matched
+        self._match_by_pubkey = self._matched.devices_by_pubkey
+        self._match_by_group = self._matched.devices_by_group
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` after every change; returns the function that stops that."""

@@ -7,7 +7,7 @@ few small queries for the API and health checks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,9 +67,11 @@ class OutboxWrite:
     finished: list[OutboxKey] = field(default_factory=list)
     handled: list[tuple[str, int]] = field(default_factory=list)
     statuses: list[DeliveryStatus] = field(default_factory=list)
+    handled_shards: list[tuple[str, int, int]] = field(default_factory=list)
+    """(event id, shard, seen at): with several instances, the shards an event was handled for."""
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.retried or self.finished or self.handled or self.statuses)
+        return bool(self.added or self.retried or self.finished or self.handled or self.statuses or self.handled_shards)
 
 
 class Store(Protocol):
@@ -129,6 +131,15 @@ class Store(Protocol):
 
     async def delete_preferences(self, pubkey: str, device_token: str) -> bool:
         """Delete a device's preferences; whether there were any."""
+
+    async def registrations_of(self, pubkey: str) -> list[Registration]:
+        """The stored registrations of one pubkey (another instance changed them)."""
+
+    async def preferences_of(self, pubkey: str) -> list[tuple[str, bytes]]:
+        """(device token, preferences) of one pubkey's stored preferences."""
+
+    async def handled_in_shards(self, shards: Collection[int], since: int) -> list[tuple[str, int]]:
+        """(event id, shard) of the events handled for `shards` since `since` (Unix seconds)."""
 
     async def load_preferences(self) -> list[tuple[str, str, bytes]]:
         """Every device's stored preferences as (pubkey, device token, JSON): the start-up read."""

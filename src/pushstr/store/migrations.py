@@ -86,6 +86,14 @@ def _split_extra(conn: Connection) -> None:
         logger.warning("store migration deleted %d registrations with an unreadable extra column", len(unreadable))
 
 
+def _change_numbers(conn: Connection) -> None:
+    """Version 6: on PostgreSQL, registry changes are numbered by a sequence (SQLite, which never runs several
+    instances, would number an INTEGER PRIMARY KEY itself; this column is BIGINT, so it gets no numbers there)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("CREATE SEQUENCE registry_changes_seq OWNED BY registry_changes.seq"))
+        conn.execute(text("ALTER TABLE registry_changes ALTER COLUMN seq SET DEFAULT nextval('registry_changes_seq')"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -170,6 +178,46 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (pubkey, device_token)
             )
             """,
+        ),
+    ),
+    Migration(
+        6,
+        "several instances: instances and shard leases, the registry change log, handled events per shard",
+        (
+            """
+            CREATE TABLE cluster_instances (
+                instance_id TEXT PRIMARY KEY,
+                server_pubkey TEXT NOT NULL,
+                public_url TEXT,
+                started_at DOUBLE PRECISION NOT NULL,
+                heartbeat_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE shard_leases (
+                shard BIGINT PRIMARY KEY,
+                owner TEXT,
+                expires_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE registry_changes (
+                seq BIGINT PRIMARY KEY,
+                pubkey TEXT NOT NULL,
+                changed_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX registry_changes_changed_at ON registry_changes (changed_at)",
+            _change_numbers,
+            """
+            CREATE TABLE handled_shards (
+                event_id TEXT NOT NULL,
+                shard BIGINT NOT NULL,
+                seen_at BIGINT NOT NULL,
+                PRIMARY KEY (event_id, shard)
+            )
+            """,
+            "CREATE INDEX handled_shards_seen_at ON handled_shards (seen_at)",
         ),
     ),
 )

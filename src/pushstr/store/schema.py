@@ -79,6 +79,47 @@ preferences = Table(
     PrimaryKeyConstraint("pubkey", "device_token"),
 )
 
+# Several instances on one PostgreSQL database (`pushstr.cluster`); unused by a single instance.
+cluster_instances = Table(
+    "cluster_instances",
+    metadata,
+    Column("instance_id", Text, primary_key=True),
+    # The cluster's identity: every instance must hold the same server key and public URL.
+    Column("server_pubkey", Text, nullable=False),
+    Column("public_url", Text),
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),  # the database's clock, as every lease time here
+)
+
+shard_leases = Table(
+    "shard_leases",
+    metadata,
+    Column("shard", BigInteger, primary_key=True),
+    Column("owner", Text),  # NULL: free
+    Column("expires_at", Double, nullable=False),
+)
+
+# One row per change to a pubkey's registrations or preferences, so the other instances re-read that pubkey; the
+# sequence number is the readers' cursor, and old rows are pruned.
+registry_changes = Table(
+    "registry_changes",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("pubkey", Text, nullable=False),
+    Column("changed_at", Double, nullable=False),
+)
+
+# `pushed_events` per shard: an event is handled for the shards whose devices it reached, so an instance taking
+# over a shard re-reads the relays' window and skips exactly what the shard's previous owner handled.
+handled_shards = Table(
+    "handled_shards",
+    metadata,
+    Column("event_id", Text, nullable=False),
+    Column("shard", BigInteger, nullable=False),
+    Column("seen_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("event_id", "shard"),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

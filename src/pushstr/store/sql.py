@@ -18,16 +18,16 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Collection, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, event, select, text, update
+from sqlalchemy import Connection, bindparam, delete, event, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_
 
@@ -38,7 +38,15 @@ from pushstr.registry.storage import DeliveryStatus, OutboxRow, OutboxWrite
 from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.migrations import migrate
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
-from pushstr.store.schema import outbox, preferences, pushed_events, registrations, used_tokens
+from pushstr.store.schema import (
+    handled_shards,
+    outbox,
+    preferences,
+    pushed_events,
+    registrations,
+    registry_changes,
+    used_tokens,
+)
 from pushstr.store.sealing import PREFIX, UNSEALED, Sealer
 
 logger = logging.getLogger(__name__)
@@ -49,6 +57,9 @@ DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
 PING_TIMEOUT = 5.0
+
+#: The PostgreSQL notification channel told of every registry change (`enable_change_log`).
+CHANGES_CHANNEL = "pushstr_registry"
 
 # Execution option marking connections whose transactions write (SQLite starts them with BEGIN IMMEDIATE).
 _WRITE = "pushstr_write"
@@ -149,6 +160,7 @@ class SqlStore:
             insert_outbox: sqlite.Insert | postgresql.Insert = sqlite.insert(outbox).on_conflict_do_nothing()
             insert_token: sqlite.Insert | postgresql.Insert = sqlite.insert(used_tokens).on_conflict_do_nothing()
             upsert_preferences: sqlite.Insert | postgresql.Insert = sqlite.insert(preferences)
+            insert_handled: sqlite.Insert | postgresql.Insert = sqlite.insert(handled_shards).on_conflict_do_nothing()
         else:
             engine = create_async_engine(
                 self._url,
@@ -160,6 +172,9 @@ class SqlStore:
             insert_outbox = postgresql.insert(outbox).on_conflict_do_nothing()
             insert_token = postgresql.insert(used_tokens).on_conflict_do_nothing()
             upsert_preferences = postgresql.insert(preferences)
+            insert_handled = postgresql.insert(handled_shards).on_conflict_do_nothing()
+        self._insert_handled = insert_handled
+        self._log_changes = False
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
         self._closed = False
@@ -210,6 +225,27 @@ class SqlStore:
         self._select_registrations = str(select(*self._columns).compile(dialect=engine.dialect))
 
     @property
+    def engine(self) -> AsyncEngine:
+        """The engine, for the cluster's own tables (`store.cluster`)."""
+        return self._engine
+
+    def enable_change_log(self) -> None:
+        """Record every change of a pubkey's registrations or preferences in `registry_changes`, in the same
+        transaction, and notify `CHANGES_CHANNEL` (PostgreSQL): other instances sharing the database re-read
+        that pubkey (`cluster.changes`)."""
+        if self.backend != "postgresql":
+            raise StoreError("the registry change log needs PostgreSQL")
+        self._log_changes = True
+
+    async def _log(self, conn: AsyncConnection, pubkeys: Iterable[str]) -> None:
+        if not self._log_changes:
+            return
+        rows = [{"pubkey": pubkey, "changed_at": time.time()} for pubkey in dict.fromkeys(pubkeys)]
+        if rows:
+            await conn.execute(insert(registry_changes), rows)
+            await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANGES_CHANNEL})
+
+    @property
     def safe_url(self) -> str:
         """The URL without its password, fit for logs and error messages."""
         return self._url.render_as_string(hide_password=True)
@@ -244,6 +280,7 @@ class SqlStore:
         row = registration_to_row(reg, self._seal)
         async with self._writer.begin() as conn:
             await conn.execute(self._upsert, row)
+            await self._log(conn, (reg.pubkey,))
 
     async def delete_registration(self, pubkey: str, device_token: str) -> bool:
         statement = delete(registrations).where(
@@ -251,6 +288,8 @@ class SqlStore:
         )
         async with self._writer.begin() as conn:
             result = await conn.execute(statement)
+            if result.rowcount:
+                await self._log(conn, (pubkey,))
         return result.rowcount > 0
 
     async def delete_token(self, device_token: str) -> list[Registration]:
@@ -258,6 +297,13 @@ class SqlStore:
         sealed = self._seal.seal(device_token)
         statement = delete(registrations).where(registrations.c.device_token == sealed).returning(*self._columns)
         async with self._writer.begin() as conn:
+            rows = (await conn.execute(statement)).all()
+            await self._log(conn, (str(row[0]) for row in rows))
+        return self._decode(rows)
+
+    async def registrations_of(self, pubkey: str) -> list[Registration]:
+        statement = select(*self._columns).where(registrations.c.pubkey == pubkey)
+        async with self._engine.connect() as conn:
             rows = (await conn.execute(statement)).all()
         return self._decode(rows)
 
@@ -333,6 +379,11 @@ class SqlStore:
             if write.handled:
                 handled = [{"event_id": event_id, "seen_at": int(seen_at)} for event_id, seen_at in write.handled]
                 await conn.execute(self._insert_pushed, handled)
+            if write.handled_shards:
+                await conn.execute(
+                    self._insert_handled,
+                    [{"event_id": e, "shard": shard, "seen_at": at} for e, shard, at in write.handled_shards],
+                )
 
     async def delivery_statuses(self, pubkey: str) -> dict[str, DeliveryStatus]:
         columns = registrations.c
@@ -368,7 +419,16 @@ class SqlStore:
         statement = delete(pushed_events).where(pushed_events.c.seen_at < before)
         async with self._writer.begin() as conn:
             result = await conn.execute(statement)
+            await conn.execute(delete(handled_shards).where(handled_shards.c.seen_at < before))
         return int(result.rowcount)
+
+    async def handled_in_shards(self, shards: Collection[int], since: int) -> list[tuple[str, int]]:
+        columns = handled_shards.c
+        statement = select(columns.event_id, columns.shard).where(
+            columns.shard.in_(sorted(shards)), columns.seen_at >= since
+        )
+        async with self._engine.connect() as conn:
+            return [(str(event_id), int(shard)) for event_id, shard in (await conn.execute(statement)).all()]
 
     async def use_token(self, event_id: str, expires_at: int) -> bool:
         async with self._writer.begin() as conn:
@@ -390,6 +450,7 @@ class SqlStore:
         }
         async with self._writer.begin() as conn:
             await conn.execute(self._upsert_preferences, row)
+            await self._log(conn, (pubkey,))
 
     async def delete_preferences(self, pubkey: str, device_token: str) -> bool:
         statement = delete(preferences).where(
@@ -397,7 +458,22 @@ class SqlStore:
         )
         async with self._writer.begin() as conn:
             result = await conn.execute(statement)
+            if result.rowcount:
+                await self._log(conn, (pubkey,))
         return result.rowcount > 0
+
+    async def preferences_of(self, pubkey: str) -> list[tuple[str, bytes]]:
+        columns = preferences.c
+        statement = select(columns.device_token, columns.preferences).where(columns.pubkey == pubkey)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        found = []
+        for stored, value in rows:
+            try:
+                found.append((self._seal.open(stored), self._seal.open(str(value)).encode()))
+            except ValueError:
+                self._warn.warning("preferences-seal", "preferences whose token does not open were left out")
+        return found
 
     async def load_preferences(self) -> list[tuple[str, str, bytes]]:
         columns = preferences.c
