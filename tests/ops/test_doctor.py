@@ -21,6 +21,7 @@ from pushstr.nostr import nip19
 from pushstr.ops.relay_probe import clock_skew
 from pushstr.registry.model import Platform, Registration
 from pushstr.store import open_store
+from pushstr.store.migrations import LATEST_VERSION
 from pushstr.store.sealing import TokenSeal
 from pushstr.transports import vapid
 from tests.conftest import free_port
@@ -94,7 +95,8 @@ async def test_a_good_configuration_passes_every_check(  # noqa: PLR0917 - pytes
     assert lines(output, "ok", "server key")[0].endswith(
         f"{nip19.npub_encode(keys.public_hex)} from {config.data_dir / 'server.key'} (mode 0600)"
     )
-    assert "schema version 5 (latest); 1 registrations, 0 pending pushes" in lines(output, "ok", "store")[0]
+    store_line = lines(output, "ok", "store")[0]
+    assert f"schema version {LATEST_VERSION} (latest); 1 registrations, 0 pending pushes" in store_line
     assert lines(output, "ok", "apps.phone.key_file")
     assert lines(output, "ok", "apps.phone endpoint")
     assert "APNs accepted the provider token" in lines(output, "ok", "apps.phone provider token")[0]
