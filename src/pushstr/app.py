@@ -107,6 +107,8 @@ class Service:
             self.registry.matched_devices_for,
             self.delivery.submit,
             on_threads=self._threads_changed,
+            store=self.store,
+            all_devices_for=self.registry.devices_for,
         )
         self._threads_timer: asyncio.TimerHandle | None = None
         self.preferences.subscribe(self._lists_changed)

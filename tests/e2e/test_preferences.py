@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import nostr_sdk
 import orjson
+from prometheus_client import REGISTRY
 
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip98 import build_authorization
@@ -97,17 +98,19 @@ async def test_zap_threshold_private_mutes_and_thread_following(tmp_path: Path, 
 async def test_pushes_inside_quiet_hours_arrive_as_one_summary_when_the_window_ends(
     tmp_path: Path, local_relay: Any
 ) -> None:
+    """Three pushes held, the server restarted inside the window, one summary of all three when it ends."""
     relay = await local_relay()
-    server = RunningServer(make_settings(tmp_path, [relay.url], SERVER.secret_hex))
+    settings = make_settings(tmp_path, [relay.url], SERVER.secret_hex)
+    server = RunningServer(settings)
     clock = Clock()
     server.service.policy.clock = clock
-    server.service.policy.check_interval = 0.05
     await server.start()
     bob, alice = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
     bob_hex = bob.public_key().to_hex()
     now = datetime.now(UTC)
     minute = now.hour * 60 + now.minute
     start, end = (minute - 60) % 1440, (minute + 60) % 1440
+    held = REGISTRY.get_sample_value("pushstr_quiet_hours_total", {"result": "held"}) or 0.0
     try:
         await register(server, bob, "bob-phone")
         quiet = {
@@ -119,14 +122,21 @@ async def test_pushes_inside_quiet_hours_arrive_as_one_summary_when_the_window_e
         events = [note(alice, f"message {n}", [["p", bob_hex]]) for n in range(3)]
         for event in events:
             await publish(relay.url, event)
-        await wait_until(lambda: server.service.policy.held == 3)
+        await wait_until(lambda: REGISTRY.get_sample_value("pushstr_quiet_hours_total", {"result": "held"}) == held + 3)
         assert server.pushes() == []
+    finally:
+        await server.stop()
+    restarted = RunningServer(settings)
+    restarted.service.policy.clock = clock
+    restarted.service.policy.check_interval = 0.05
+    await restarted.start()
+    try:
         clock.offset = 2 * 3600  # the window is over
-        (summary,) = await server.wait_for_pushes(1)
+        (summary,) = await restarted.wait_for_pushes(1)
         assert summary["count"] == 3 and summary["recipient"] == bob_hex
         assert summary["event_id"] in {event.id().to_hex() for event in events}  # the latest to arrive
     finally:
-        await server.stop()
+        await restarted.stop()
 
 
 async def test_a_test_push_reports_each_device_s_answer_and_is_rate_limited(tmp_path: Path) -> None:

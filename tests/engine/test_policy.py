@@ -3,20 +3,21 @@ following and quiet hours, each with the event that must pass beside the one tha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from pushstr.config import LogAppConfig
 from pushstr.engine.admission import Admission, AdmissionLimits
 from pushstr.engine.dedupe import SeenIds
 from pushstr.engine.lists import UserLists
 from pushstr.engine.pipeline import Pipeline
-from pushstr.engine.policy import SUPPRESSED, PolicyStage
+from pushstr.engine.policy import SUPPRESSED, MemoryHolds, PolicyStage
 from pushstr.nostr.event import Event, sign_event
 from pushstr.nostr.keys import Keys
 from pushstr.registry.model import Platform, Registration
@@ -28,6 +29,7 @@ from pushstr.registry.preferences import (
     QuietHours,
     mutes_from_tags,
 )
+from pushstr.registry.storage import HeldPush
 from pushstr.relays.discovery import author_filters
 from pushstr.transports.base import Notification
 
@@ -269,9 +271,9 @@ async def test_pushes_inside_quiet_hours_arrive_as_one_summary_when_the_window_e
     world.clock.now = _at(3)
     assert world.send(_to(CAROL, BOB, 7)) == 0
     assert world.collect.sent == []
-    assert world.stage.release_due() == 0  # the window has not ended
+    assert await world.stage.release_due() == 0  # the window has not ended
     world.clock.now = _at(7, 0) + 86400
-    assert world.stage.release_due() == 1
+    assert await world.stage.release_due() == 1
     ((summary, device),) = world.collect.sent
     assert device is world.bob and summary.count == 3 and summary.extra == {"mixed": "1"}
     assert world.send(_to(ALICE, BOB, 4, "morning")) == 1  # outside the window again
@@ -282,7 +284,7 @@ async def test_quiet_hours_can_drop_instead() -> None:
     await world.prefer(Preferences(quiet_hours=QuietHours("Europe/Berlin", 11 * 60, 13 * 60, QuietAction.DROP)))
     assert world.send(_to(ALICE, BOB)) == 0
     world.clock.now = _at(14)
-    assert world.stage.release_due() == 0 and world.collect.sent == []
+    assert await world.stage.release_due() == 0 and world.collect.sent == []
 
 
 @pytest.mark.parametrize(
@@ -379,3 +381,59 @@ async def test_followed_threads_are_what_relays_are_asked_for_until_they_expire(
     assert ids == {note.id} and 1 in kinds and 7 in kinds
     world.clock.now += 61
     assert stage.thread_interest() == {}
+
+
+class FailingOnce(MemoryHolds):
+    """A store whose next write fails, as a database that went away for a moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = True
+
+    async def add_held(self, holds: Collection[HeldPush]) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise ConnectionError("database unavailable")
+        await super().add_held(holds)
+
+
+def _quiet_world(store: MemoryHolds) -> World:
+    world = World(now=_at(23, 30))
+    world.stage = PolicyStage(
+        world.book, world.lists, world.devices_for, world.collect.submit, clock=world.clock, store=store
+    )
+    world.pipeline._preferences = world.stage
+    return world
+
+
+async def test_a_summary_survives_a_restart_and_two_instances_send_one() -> None:
+    store = MemoryHolds()
+    first, second = _quiet_world(store), _quiet_world(store)
+    for world in (first, second):
+        await world.prefer(Preferences(quiet_hours=QuietHours("Europe/Berlin", 22 * 60, 7 * 60)))
+    assert first.send(_to(ALICE, BOB, 4)) == 0
+    assert first.send(_to(CAROL, BOB, 4)) == 0
+    await first.stage.stop()  # a stop writes what was held; the process may go now
+    assert second.send(_to(ALICE, BOB, 7)) == 0  # the shard moved: the other instance holds the next one
+    for world in (first, second):
+        world.clock.now = _at(7, 0) + 86400
+    assert await second.stage.release_due() == 1
+    assert await first.stage.release_due() == 0, "the row was taken: no second summary"
+    ((summary, device),) = second.collect.sent
+    assert device is second.bob and summary.count == 3 and summary.extra == {"mixed": "1"}
+
+
+async def test_holds_the_store_refused_are_written_with_the_next_flush() -> None:
+    store = FailingOnce()
+    world = _quiet_world(store)
+    await world.prefer(Preferences(quiet_hours=QuietHours("Europe/Berlin", 22 * 60, 7 * 60)))
+    failures = REGISTRY.get_sample_value("pushstr_quiet_hours_store_failures_total") or 0.0
+    assert world.send(_to(ALICE, BOB, 4)) == 0
+    assert not await world.stage.flush()
+    assert world.send(_to(CAROL, BOB, 4)) == 0  # held while the store was away
+    assert await world.stage.flush()
+    assert REGISTRY.get_sample_value("pushstr_quiet_hours_store_failures_total") == failures + 1
+    world.clock.now = _at(7, 0) + 86400
+    assert await world.stage.release_due() == 1
+    ((summary, _device),) = world.collect.sent
+    assert summary.count == 2

@@ -14,29 +14,38 @@ Three steps, each cheap enough for every event:
   events, least recent first out) and time-limited (`thread_ttl`).
 * `defer(notification, device)`: inside a device's quiet hours the push is dropped or held; held pushes are
   coalesced into one summary that is submitted when the window ends (`release_due`, run by `start`'s worker
-  and callable with an injected clock). Held pushes live in memory only: a restart inside the window loses the
-  summary, never a push outside it.
+  and callable with an injected clock). Holds go to the store (`HeldStore`, one row per device that every
+  instance adds to) within `HOLD_FLUSH_SECONDS`, coalesced per device; a summary is sent by whichever instance
+  takes (deletes) the row once the window has ended, so a restart inside the window keeps it and a device gets
+  one summary however its shard moved. A crash loses at most the holds of the last flush (their count in the
+  summary, never a push outside the window); a crash between submitting a summary and the outbox's commit
+  loses that summary, as it would any push not yet committed. Without a store (`MemoryHolds`) they live in
+  this process only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from prometheus_client import Counter
 
+from pushstr.delivery.outbox import decode_notification, encode_notification
 from pushstr.engine.lists import UserLists
 from pushstr.engine.match import MAX_E_TAGS_CONSIDERED, MAX_P_TAGS_CONSIDERED, DevicesFor, Match
+from pushstr.logutil import RateLimitedLog
 from pushstr.metrics import LoopCounter
 from pushstr.nostr.event import Event
 from pushstr.nostr.zaps import bolt11_msat, zap_sats, zap_sender
 from pushstr.registry.model import Registration
 from pushstr.registry.preferences import Mutes, PreferenceBook, Preferences, QuietAction, phrase_text, words_of
+from pushstr.registry.storage import HeldPush, merge_held
 from pushstr.transports.base import Notification
 
 SUPPRESSED = LoopCounter(
@@ -46,6 +55,9 @@ SUPPRESSED = LoopCounter(
     initial=[("kind",), ("muted",), ("not_followed",), ("hellthread",), ("zap_amount",)],
 )
 QUIET = Counter("pushstr_quiet_hours_total", "Pushes inside quiet hours", ["result"])  # held, dropped, summary
+QUIET_STORE_FAILURES = Counter(
+    "pushstr_quiet_hours_store_failures_total", "Reads and writes of held pushes the store failed (retried)"
+)
 THREADS = Counter("pushstr_thread_following_total", "Devices reached by following a thread")
 for _result in ("held", "dropped", "summary"):
     QUIET.labels(_result)
@@ -61,6 +73,43 @@ THREAD_KINDS = frozenset({1, 6, 7, 16, 9735})
 """What replies in a thread can be: notes, reposts, reactions, zaps."""
 QUIET_CHECK_SECONDS = 15.0
 MAX_HELD_DEVICES = 100_000
+HOLD_FLUSH_SECONDS = 0.5
+"""How long a new hold may wait before it is written to the store (holds of that time are written in one go)."""
+
+logger = logging.getLogger(__name__)
+
+
+class HeldStore(Protocol):
+    """Where held pushes are kept across restarts and shared between instances (`Store`'s part for them)."""
+
+    async def add_held(self, holds: Collection[HeldPush]) -> None: ...
+
+    async def take_due_held(self, now: float) -> list[HeldPush]: ...
+
+
+class MemoryHolds:
+    """`HeldStore` in this process only, for a stage without a store; at most `limit` devices at a time."""
+
+    def __init__(self, limit: int = MAX_HELD_DEVICES) -> None:
+        self._rows: dict[tuple[str, str], HeldPush] = {}
+        self._limit = limit
+
+    async def add_held(self, holds: Collection[HeldPush]) -> None:
+        rows = self._rows
+        for hold in holds:
+            key = (hold.pubkey, hold.device_token)
+            stored = rows.get(key)
+            if stored is not None:
+                rows[key] = merge_held(stored, hold)
+            elif len(rows) < self._limit:
+                rows[key] = hold
+            else:
+                QUIET.labels("dropped").inc(hold.count)
+
+    async def take_due_held(self, now: float) -> list[HeldPush]:
+        due = [key for key, hold in self._rows.items() if hold.ends_at <= now]
+        return [self._rows.pop(key) for key in due]
+
 
 _DMS = frozenset({4, 1059})
 _REPOSTS = frozenset({6, 16})
@@ -170,6 +219,26 @@ class _Held:
     count: int = 1
     kinds: set[int] = field(default_factory=set)
 
+    def merge(self, later: _Held) -> None:
+        """Take in pushes held after these."""
+        self.count += later.count
+        self.latest = later.latest
+        self.kinds |= later.kinds
+        self.ends_at = max(self.ends_at, later.ends_at)
+
+    def stored(self, pubkey: str, device_token: str) -> HeldPush:
+        latest = self.latest
+        mixed = len(self.kinds) > 1
+        text = encode_notification(latest)
+        return HeldPush(pubkey, device_token, latest.app, self.ends_at, self.count, latest.kind, mixed, text)
+
+
+def _held_of(stored: HeldPush) -> _Held:
+    """The in-memory form of a stored row; ValueError (KeyError, TypeError) when its notification is unreadable."""
+    latest = decode_notification(stored.notification, stored.app)
+    kinds = {latest.kind, -1} if stored.mixed else {latest.kind}  # -1: "other kinds", enough to mark it mixed
+    return _Held(stored.ends_at, latest, stored.count, kinds)
+
 
 class PolicyStage:
     """Preferences, mutes, follows, thread following and quiet hours between matching and delivery."""
@@ -186,15 +255,20 @@ class PolicyStage:
         thread_ttl: float = THREAD_TTL,
         check_interval: float = QUIET_CHECK_SECONDS,
         on_threads: Callable[[], None] | None = None,
+        store: HeldStore | None = None,
+        all_devices_for: DevicesFor | None = None,
     ) -> None:
         """`devices_for(pubkey)` is the registry's lookup (thread followers are found through it); `submit` hands a
         quiet-hours summary to delivery; `clock` is Unix time (tests inject theirs); `on_threads` is told when a
-        thread starts being followed (the relays are then asked for its replies, `thread_interest`)."""
+        thread starts being followed (the relays are then asked for its replies, `thread_interest`); `store`
+        keeps held pushes across restarts and instances (None: in memory only); `all_devices_for` finds the
+        device a summary goes to, whichever instance's shard it is in (default `devices_for`)."""
         self._book = book
         self._by_device = book.by_device
         self._followers = book.thread_followers
         self._lists = lists
         self._devices_for = devices_for
+        self._all_devices_for = all_devices_for or devices_for
         self._submit = submit
         self.clock = clock
         self.check_interval = check_interval
@@ -202,9 +276,11 @@ class PolicyStage:
         self._thread_ttl = thread_ttl
         self._on_threads = on_threads
         self._threads: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
-        self._held: dict[tuple[str, str], _Held] = {}
-        self._due: list[tuple[float, str, str]] = []
         self._worker: asyncio.Task[None] | None = None
+        self._store: HeldStore = MemoryHolds() if store is None else store
+        self._unsaved: dict[tuple[str, str], _Held] = {}  # holds since the last write to the store, per device
+        self._wake = asyncio.Event()
+        self._warn = RateLimitedLog(logger)
 
     def select(self, event: Event, matches: list[Match]) -> list[Match]:
         """The matches the devices' preferences let through, plus thread followers (see the module docstring)."""
@@ -336,41 +412,65 @@ class PolicyStage:
             QUIET.labels("dropped").inc()
             return True
         key = (device.pubkey, device.device_token)
-        held = self._held.get(key)
-        if held is None:
-            if len(self._held) >= MAX_HELD_DEVICES:
-                QUIET.labels("dropped").inc()
-                return True
-            self._held[key] = _Held(ends_at, notification, kinds={notification.kind})
-            heapq.heappush(self._due, (ends_at, *key))
+        held = _Held(ends_at, notification, notification.count, {notification.kind})
+        unsaved = self._unsaved.get(key)
+        if unsaved is None:
+            self._unsaved[key] = held
+            self._wake.set()
         else:
-            held.count += notification.count
-            held.latest = notification
-            held.kinds.add(notification.kind)
+            unsaved.merge(held)
         QUIET.labels("held").inc()
         return True
 
-    @property
-    def held(self) -> int:
-        """Pushes held for quiet-hours summaries."""
-        return sum(held.count for held in self._held.values())
-
-    def release_due(self, now: float | None = None) -> int:
-        """Submit the summary of every device whose quiet hours ended by `now`; how many were submitted."""
+    async def release_due(self, now: float | None = None) -> int:
+        """Submit the summary of every device whose quiet hours ended by `now`; how many were submitted. The rows
+        are taken from the store, so each goes to one instance only, with what every instance held for it."""
         now = self.clock() if now is None else now
+        if not await self.flush():
+            return 0  # the store is down: the next check tries again
+        try:
+            due = await self._store.take_due_held(now)
+        except Exception:  # any store failure: the rows stay and are taken next time
+            QUIET_STORE_FAILURES.inc()
+            self._warn.warning("quiet-take", "held pushes could not be read from the store; retrying")
+            return 0
         released = 0
-        while self._due and self._due[0][0] <= now:
-            _, pubkey, token = heapq.heappop(self._due)
-            held = self._held.pop((pubkey, token), None)
-            if held is None:
-                continue
-            device = next((d for d in self._devices_for(pubkey) if d.device_token == token), None)
-            if device is None:
-                continue  # unregistered meanwhile
+        for stored in due:
+            held = self._readable(stored)
+            devices = self._all_devices_for(stored.pubkey)
+            device = next((d for d in devices if d.device_token == stored.device_token), None)
+            if held is None or device is None:
+                continue  # unreadable, or unregistered meanwhile
             if self._submit(_summary(held), device):
                 QUIET.labels("summary").inc()
                 released += 1
         return released
+
+    async def flush(self) -> bool:
+        """Write the holds made since the last flush to the store; False when the store failed (they stay)."""
+        if not self._unsaved:
+            return True
+        batch, self._unsaved = self._unsaved, {}
+        try:
+            await self._store.add_held([held.stored(pubkey, token) for (pubkey, token), held in batch.items()])
+        except Exception:  # any store failure: keep them for the next flush
+            QUIET_STORE_FAILURES.inc()
+            self._warn.warning("quiet-save", "held pushes could not be written to the store; retrying")
+            for key, later in self._unsaved.items():  # held while the write was failing
+                if key in batch:
+                    batch[key].merge(later)
+                else:
+                    batch[key] = later
+            self._unsaved = batch
+            return False
+        return True
+
+    def _readable(self, stored: HeldPush) -> _Held | None:
+        try:
+            return _held_of(stored)
+        except (ValueError, KeyError, TypeError):
+            self._warn.warning("quiet-row", "a stored summary of held pushes was unreadable and was left out")
+            return None
 
     async def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="quiet-hours")
@@ -381,11 +481,20 @@ class PolicyStage:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        await self.flush()
 
     async def _run(self) -> None:
+        next_check = 0.0
         while True:
-            await asyncio.sleep(self.check_interval)
-            self.release_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.check_interval)
+            if self._wake.is_set():
+                self._wake.clear()
+                await asyncio.sleep(HOLD_FLUSH_SECONDS)  # let the holds of a burst share one write
+                await self.flush()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.check_interval
+                await self.release_due()
 
 
 def _muted(mutes: Mutes, facts: _Facts) -> bool:

@@ -8,7 +8,7 @@ few small queries for the API and health checks.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from pushstr.registry.model import Registration
@@ -57,6 +57,29 @@ class DeliveryStatus:
     outcome: str
 
 
+@dataclass(frozen=True, slots=True)
+class HeldPush:
+    """The pushes held for one device in its quiet hours: how many, the latest (`outbox.encode_notification`), its
+    kind, whether they were of several kinds, and when the window ends (Unix seconds)."""
+
+    pubkey: str
+    device_token: str
+    app: str
+    ends_at: float
+    count: int
+    kind: int
+    mixed: bool
+    notification: str
+
+
+def merge_held(stored: HeldPush, added: HeldPush) -> HeldPush:
+    """One device's row after `added` was held too: counts add up, the latest notification and kind replace the
+    stored ones, `mixed` once kinds differ, the later window end wins (what `Store.add_held` does in SQL)."""
+    mixed = stored.mixed or added.mixed or stored.kind != added.kind
+    ends_at = max(stored.ends_at, added.ends_at)
+    return replace(added, ends_at=ends_at, count=stored.count + added.count, mixed=mixed)
+
+
 @dataclass(slots=True)
 class OutboxWrite:
     """What one group commit writes, in one transaction: new pending pushes, retries, final outcomes (rows to
@@ -74,7 +97,32 @@ class OutboxWrite:
         return bool(self.added or self.retried or self.finished or self.handled or self.statuses or self.handled_shards)
 
 
-class Store(Protocol):
+@dataclass(frozen=True, slots=True)
+class StoredFilter:
+    """A user's notification filter (Verse kind 3081): the app the client named, the filter's id and canonical
+    JSON, and the `created_at` of the event that upserted it."""
+
+    app: str
+    pubkey: str
+    filter_id: str
+    filter_json: str
+    created_at: float
+
+
+class FilterStore(Protocol):
+    """Users' notification filters, kept beside their registrations."""
+
+    async def save_filter(self, stored: StoredFilter) -> None:
+        """Insert or replace the filter keyed by (app, pubkey, filter_id)."""
+
+    async def delete_filters(self, app: str, pubkey: str, filter_ids: Collection[str]) -> int:
+        """Delete these filters of one user in one app; how many there were."""
+
+    async def load_filters(self) -> list[StoredFilter]:
+        """Every stored filter (the start-up read); rows that do not open are left out."""
+
+
+class Store(FilterStore, Protocol):
     """Durable registrations and the ids of events already pushed."""
 
     async def open(self) -> None:
@@ -143,3 +191,10 @@ class Store(Protocol):
 
     async def load_preferences(self) -> list[tuple[str, str, bytes]]:
         """Every device's stored preferences as (pubkey, device token, JSON): the start-up read."""
+
+    async def add_held(self, holds: Collection[HeldPush]) -> None:
+        """Add held pushes to their devices' rows as `merge_held` says (one row per device, whichever instance
+        held the push)."""
+
+    async def take_due_held(self, now: float) -> list[HeldPush]:
+        """Delete and return the rows whose window ended by `now` (Unix seconds): each row goes to one caller."""

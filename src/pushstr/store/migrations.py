@@ -220,6 +220,41 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX handled_shards_seen_at ON handled_shards (seen_at)",
         ),
     ),
+    Migration(
+        7,
+        "pushes held in a device's quiet hours, coalesced per device until the window ends",
+        (
+            """
+            CREATE TABLE held_pushes (
+                pubkey TEXT NOT NULL,
+                device_token TEXT NOT NULL,
+                app TEXT NOT NULL,
+                ends_at DOUBLE PRECISION NOT NULL,
+                count BIGINT NOT NULL,
+                kind BIGINT NOT NULL,
+                mixed BIGINT NOT NULL,
+                notification TEXT NOT NULL,
+                PRIMARY KEY (pubkey, device_token)
+            )
+            """,
+        ),
+    ),
+    Migration(
+        8,
+        "users' notification filters (Verse kinds 3081 and 3082)",
+        (
+            """
+            CREATE TABLE user_filters (
+                app TEXT NOT NULL,
+                pubkey TEXT NOT NULL,
+                filter_id TEXT NOT NULL,
+                filter_json TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (app, pubkey, filter_id)
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -120,6 +120,37 @@ handled_shards = Table(
     PrimaryKeyConstraint("event_id", "shard"),
 )
 
+# Pushes held during a device's quiet hours, one row per device: how many, the latest (`outbox.encode_notification`,
+# sealed: it may carry the event), its kind and whether the held ones were of several kinds. Several instances add
+# to the same row; the one that deletes it when the window ends sends the summary.
+held_pushes = Table(
+    "held_pushes",
+    metadata,
+    Column("pubkey", Text, nullable=False),
+    Column("device_token", Text, nullable=False),  # sealed like the registration's
+    Column("app", Text, nullable=False),
+    Column("ends_at", Double, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("kind", BigInteger, nullable=False),
+    Column("mixed", BigInteger, nullable=False),  # 0 or 1
+    Column("notification", Text, nullable=False),
+    PrimaryKeyConstraint("pubkey", "device_token"),
+)
+
+# Users' notification filters (Verse kinds 3081 and 3082), by the app the client named, the user and the filter's
+# id. Id and filter are sealed like device tokens (a filter tells whom its user follows and which groups they are
+# in); the id deterministically, so that it stays a key.
+user_filters = Table(
+    "user_filters",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("pubkey", Text, nullable=False),
+    Column("filter_id", Text, nullable=False),
+    Column("filter_json", Text, nullable=False),  # `verse_message.canonical_json`
+    Column("created_at", Double, nullable=False),
+    PrimaryKeyConstraint("app", "pubkey", "filter_id"),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

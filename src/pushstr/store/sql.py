@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, event, insert, select, text, update
+from sqlalchemy import Connection, bindparam, case, delete, event, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -34,18 +34,20 @@ from sqlalchemy.util import await_
 from pushstr.logutil import RateLimitedLog, ident
 from pushstr.private_files import private_dir, private_file
 from pushstr.registry.model import Registration
-from pushstr.registry.storage import DeliveryStatus, OutboxRow, OutboxWrite
+from pushstr.registry.storage import DeliveryStatus, HeldPush, OutboxRow, OutboxWrite, StoredFilter
 from pushstr.store.errors import StoreError, UnsupportedStoreURL
 from pushstr.store.migrations import migrate
 from pushstr.store.rows import REGISTRATION_COLUMNS, RowDecoder, registration_to_row
 from pushstr.store.schema import (
     handled_shards,
+    held_pushes,
     outbox,
     preferences,
     pushed_events,
     registrations,
     registry_changes,
     used_tokens,
+    user_filters,
 )
 from pushstr.store.sealing import PREFIX, UNSEALED, Sealer
 
@@ -161,6 +163,7 @@ class SqlStore:
             insert_token: sqlite.Insert | postgresql.Insert = sqlite.insert(used_tokens).on_conflict_do_nothing()
             upsert_preferences: sqlite.Insert | postgresql.Insert = sqlite.insert(preferences)
             insert_handled: sqlite.Insert | postgresql.Insert = sqlite.insert(handled_shards).on_conflict_do_nothing()
+            upsert_held: sqlite.Insert | postgresql.Insert = sqlite.insert(held_pushes)
         else:
             engine = create_async_engine(
                 self._url,
@@ -173,6 +176,7 @@ class SqlStore:
             insert_token = postgresql.insert(used_tokens).on_conflict_do_nothing()
             upsert_preferences = postgresql.insert(preferences)
             insert_handled = postgresql.insert(handled_shards).on_conflict_do_nothing()
+            upsert_held = postgresql.insert(held_pushes)
         self._insert_handled = insert_handled
         self._log_changes = False
         self._engine = engine
@@ -193,6 +197,18 @@ class SqlStore:
             set_={
                 "preferences": upsert_preferences.excluded.preferences,
                 "updated_at": upsert_preferences.excluded.updated_at,
+            },
+        )
+        held, added = held_pushes.c, upsert_held.excluded
+        self._add_held = upsert_held.on_conflict_do_update(
+            index_elements=[held.pubkey, held.device_token],
+            set_={
+                "app": added.app,
+                "ends_at": case((added.ends_at > held.ends_at, added.ends_at), else_=held.ends_at),
+                "count": held.count + added.count,
+                "kind": added.kind,
+                "mixed": case((or_(held.mixed == 1, added.mixed == 1, held.kind != added.kind), 1), else_=0),
+                "notification": added.notification,
             },
         )
         self._insert_pushed = insert_pushed
@@ -441,6 +457,51 @@ class SqlStore:
             result = await conn.execute(statement)
         return int(result.rowcount)
 
+    async def save_filter(self, stored: StoredFilter) -> None:
+        insert_filter = (sqlite.insert if self.backend == "sqlite" else postgresql.insert)(user_filters)
+        statement = insert_filter.on_conflict_do_update(
+            index_elements=[user_filters.c.app, user_filters.c.pubkey, user_filters.c.filter_id],
+            set_={
+                "filter_json": insert_filter.excluded.filter_json,
+                "created_at": insert_filter.excluded.created_at,
+            },
+        )
+        row = {
+            "app": stored.app,
+            "pubkey": stored.pubkey,
+            "filter_id": self._seal.seal(stored.filter_id),
+            "filter_json": self._seal.seal(stored.filter_json),
+            "created_at": stored.created_at,
+        }
+        async with self._writer.begin() as conn:
+            await conn.execute(statement, row)
+
+    async def delete_filters(self, app: str, pubkey: str, filter_ids: Collection[str]) -> int:
+        if not filter_ids:
+            return 0
+        columns = user_filters.c
+        statement = delete(user_filters).where(
+            columns.app == app,
+            columns.pubkey == pubkey,
+            columns.filter_id.in_(sorted(self._seal.seal(filter_id) for filter_id in filter_ids)),
+        )
+        async with self._writer.begin() as conn:
+            result = await conn.execute(statement)
+        return int(result.rowcount)
+
+    async def load_filters(self) -> list[StoredFilter]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(*user_filters.columns))).all()
+        loaded = []
+        for app, pubkey, filter_id, filter_json, created_at in rows:
+            try:
+                opened = self._seal.open(filter_id), self._seal.open(filter_json)
+            except ValueError:
+                self._warn.warning("filter-seal", "stored filters that do not open were left out")
+                continue
+            loaded.append(StoredFilter(str(app), str(pubkey), opened[0], opened[1], float(created_at)))
+        return loaded
+
     async def save_preferences(self, pubkey: str, device_token: str, value: bytes) -> None:
         row = {
             "pubkey": pubkey,
@@ -486,6 +547,40 @@ class SqlStore:
             except ValueError:
                 self._warn.warning("preferences-seal", "preferences whose token does not open were left out")
         return loaded
+
+    async def add_held(self, holds: Collection[HeldPush]) -> None:
+        seal = self._seal
+        rows = [
+            {
+                "pubkey": hold.pubkey,
+                "device_token": seal.seal(hold.device_token),
+                "app": hold.app,
+                "ends_at": hold.ends_at,
+                "count": hold.count,
+                "kind": hold.kind,
+                "mixed": int(hold.mixed),
+                "notification": seal.seal(hold.notification),  # it may carry the event
+            }
+            for hold in holds
+        ]
+        if rows:
+            async with self._writer.begin() as conn:
+                await conn.execute(self._add_held, rows)
+
+    async def take_due_held(self, now: float) -> list[HeldPush]:
+        statement = delete(held_pushes).where(held_pushes.c.ends_at <= now).returning(*held_pushes.columns)
+        async with self._writer.begin() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [hold for hold in map(self._held_from, rows) if hold is not None]
+
+    def _held_from(self, row: Any) -> HeldPush | None:
+        pubkey, token, app, ends_at, count, kind, mixed, notification = row
+        try:
+            token, notification = self._seal.open(token), self._seal.open(notification)
+        except ValueError:
+            self._warn.warning("held-seal", "held pushes whose token does not open were left out")
+            return None
+        return HeldPush(str(pubkey), token, str(app), float(ends_at), int(count), int(kind), bool(mixed), notification)
 
     async def _seal_plain_rows(self) -> None:
         """Seal the tokens and Web Push keys of rows stored before sealing (or by a store opened without the
