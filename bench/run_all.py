@@ -34,6 +34,7 @@ BENCHES = {
     "subscriptions": ("bench_subscriptions.py", []),
     "nostr": ("bench_nostr.py", []),
     "marmot": ("bench_marmot.py", []),
+    "cluster": ("bench_cluster.py", []),
 }
 """Name → (script, extra arguments of the full run). The order is the order of the table."""
 RESULTS = ROOT / "bench" / "RESULTS.md"
