@@ -1,9 +1,11 @@
-"""A small HTTP/2 client for one origin on asyncio and `h2`: one kept-open TLS connection, many streams on it.
+"""A small HTTP/2 client for one origin on asyncio: one kept-open TLS connection, many streams on it.
 
 A push gateway sends many small requests to one host (APNs) and wants them multiplexed on a single connection,
 as Apple asks. General-purpose pools (httpx/httpcore) spend most of their time on pool bookkeeping once hundreds
-of streams are in flight; this client keeps one `asyncio.Protocol` per connection and one future per stream, so a
-request costs one HEADERS (+ DATA) frame out and one event dispatch in.
+of streams are in flight, and a general HTTP/2 state machine (`h2`) spent about half of a push's CPU on
+validating transitions a client of one origin never makes. This client keeps one `asyncio.Protocol` per
+connection with its own framing (`h2frames`), HPACK encoding (`hpack_encoder`) and decoding (`hpack_decoder`), and one
+future per stream, so a request costs one HEADERS (+ DATA) frame out and one dict lookup per frame in.
 
 Behaviour callers rely on:
 
@@ -21,7 +23,10 @@ Behaviour callers rely on:
 - Every request has a deadline; on expiry its stream is reset and `RequestTimeout` raised.
 - A response body is kept up to a cap (`MAX_RESPONSE_BYTES` unless set): one byte more and its stream is reset and
   `ResponseTooLarge` raised, while the connection and the other streams on it go on. Header blocks over 64 KiB
-  are refused; HPACK state is shared by the whole connection, so that fails all of it (`ConnectionLost`).
+  are refused; a header block in CONTINUATION frames holds up the whole connection, so that fails all of it
+  (`ConnectionLost`).
+- A server breaking HTTP/2's rules (framing, flow control, HPACK) gets GOAWAY and the connection is closed; its
+  requests in flight fail with `ConnectionLost` and new ones go on a new connection.
 - Failures are `H2Error`s, and their type tells whether the server may have processed the request:
   `StreamRefused` means it guarantees it did not, so resending is safe; `ConnectionLost` (the connection died
   before the answer, also one draining after GOAWAY), `RequestTimeout` and `StreamReset` leave it unknown.
@@ -30,33 +35,17 @@ Behaviour callers rely on:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-import hyperframe.frame
-
+from pushstr.net import h2frames, hpack_decoder
 from pushstr.net.hpack_encoder import HeaderEncoder
 
-#: h2's outbound header validation and normalisation cost about a third of sending a request, and normalisation
-#: marks `authorization` never-indexed, so a provider token (hundreds of bytes) would be Huffman-coded anew on
-#: every stream instead of being one HPACK index. `H2Client.request` builds the header block itself (pseudo-headers
-#: first, lower-case names); a bearer token is high-entropy, so the dictionary attack h2 guards against by not
-#: indexing it does not apply. Inbound headers are still validated. Header blocks are encoded by `HeaderEncoder`
-#: (see `hpack_encoder`), not by h2's general-purpose encoder.
-_CONFIG = h2.config.H2Configuration(
-    client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
-)
 #: Response body bytes kept per request by default. Provider replies are a status and at most a small JSON error;
 #: anything longer is not one, and a server (or whoever stands in for it) must not make us buffer without bound.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -64,11 +53,9 @@ MAX_RESPONSE_BYTES = 64 * 1024
 #: It stays large although bodies are capped: it is shared by every stream in flight (hundreds of small replies at
 #: once), and received data is acknowledged as it arrives, so memory is bounded by the per-stream cap, not by this.
 _CONNECTION_WINDOW = 1 << 24
-#: Largest decoded header block we accept (advertised as SETTINGS_MAX_HEADER_LIST_SIZE and enforced by the
-#: decoder): provider replies carry a handful of short headers.
+#: Largest header list we accept (advertised as SETTINGS_MAX_HEADER_LIST_SIZE, enforced on the coded block as it
+#: arrives and on the decoded list): provider replies carry a handful of short headers.
 _MAX_HEADER_LIST_SIZE = 64 * 1024
-#: The largest flow-control window HTTP/2 allows.
-_MAX_WINDOW = (1 << 31) - 1
 #: Requests of one loop turn written together at most (see `_Connection._flush_soon`).
 _WRITE_BATCH = 8
 
@@ -122,59 +109,37 @@ class ResponseTooLarge(H2Error):
 _ErrorFor = Callable[[int], H2Error | None]
 
 
-@dataclass(frozen=True, slots=True)
 class H2Response:
-    """A complete response: status, headers (lower-case names, pseudo-headers removed) and body."""
+    """A complete response: status, headers (lower-case names, pseudo-headers removed) and body.
 
-    status: int
-    headers: dict[str, str]
-    content: bytes
+    The headers are decoded when first read: most answers are read for their status only (`hpack_decoder`).
+    """
+
+    __slots__ = ("_fields", "_headers", "content", "status")
+
+    def __init__(self, status: int, fields: list[hpack_decoder.Field], content: bytes) -> None:
+        self.status = status
+        self.content = content
+        self._fields = fields
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = hpack_decoder.headers(self._fields)
+        return self._headers
 
 
 @dataclass(slots=True)
 class _Stream:
     response: asyncio.Future[H2Response]
+    #: What the server's flow control lets us send on this stream now.
+    send_window: int
     status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
+    fields: list[hpack_decoder.Field] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     #: Set while the request body waits for the server to open its flow-control window.
     window: asyncio.Future[None] | None = None
-
-
-def _local_settings(defaults: h2.settings.Settings, max_body: int) -> h2.settings.Settings:
-    """h2's settings with our limits, for the connection preface (set before it, so no SETTINGS round trip).
-
-    The stream window is one byte over the body cap: a body within the cap never waits for a WINDOW_UPDATE, and
-    one byte more shows it is too large. So the server cannot send much more on a stream before our reset reaches
-    it (the window plus what we acknowledged while the body was within the cap), whatever the body's size.
-    """
-    values = {h2.settings.SettingCodes(code): value for code, value in defaults.items()}
-    values[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = min(max_body + 1, _MAX_WINDOW)
-    values[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] = _MAX_HEADER_LIST_SIZE
-    return h2.settings.Settings(client=True, initial_values=values)
-
-
-class _DrainableH2Connection(h2.connection.H2Connection):
-    """h2's connection, except that a received GOAWAY leaves it open for the answers the server still owes.
-
-    h2 (4.x) closes its state machine on GOAWAY and drops the frames it had queued to send, so every frame after
-    it is a protocol error: the answers RFC 9113 §6.8 lets the server send for the streams at or below the last
-    stream id would fail the connection, and body data or acknowledgements queued for those streams would be lost.
-    Here a GOAWAY only reports `ConnectionTerminated`; `_Connection` then opens no more streams. This overrides a
-    private h2 method (unchanged since h2 2.x); the GOAWAY tests in `tests/transports/test_h2client.py` pin it.
-    """
-
-    def _receive_goaway_frame(
-        self, frame: hyperframe.frame.GoAwayFrame
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        event = h2.events.ConnectionTerminated()
-        try:
-            event.error_code = h2.errors.ErrorCodes(frame.error_code)
-        except ValueError:  # a code this h2 does not know is kept as the number, as h2 does
-            event.error_code = frame.error_code
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
 
 
 class _Unusable(Exception):
@@ -182,18 +147,31 @@ class _Unusable(Exception):
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/2 connection: owns the `h2` state machine and the streams in flight on it."""
+    """One HTTP/2 connection: its frames (`h2frames`), HPACK state, flow-control windows and streams in flight.
+
+    Only what a client of one origin meets is kept: client streams (odd ids, opened in order), the server's
+    settings, the send windows of the connection and of each stream, and how much received data the connection
+    window still has to be credited. Server pushes are refused at the preface, so a PUSH_PROMISE is a violation.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
         self._loop = loop
         self._max_body = max_body
-        self._h2 = _DrainableH2Connection(_CONFIG)
-        self._h2.encoder = HeaderEncoder()
-        self._h2.local_settings = _local_settings(self._h2.local_settings, max_body)
-        self._h2.decoder.max_header_list_size = _MAX_HEADER_LIST_SIZE
+        self._encoder = HeaderEncoder()
+        self._reader = h2frames.FrameReader()
+        self._out = bytearray()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._next_stream_id = 1
+        # The server's settings (RFC 9113 §6.5.2 defaults until its SETTINGS frame says otherwise).
+        self._max_concurrent = h2frames.MAX_STREAM_ID
+        self._initial_window = h2frames.DEFAULT_WINDOW
+        self._max_frame_size = h2frames.DEFAULT_MAX_FRAME_SIZE
+        self._send_window = h2frames.DEFAULT_WINDOW  # the connection's
+        self._unacknowledged = 0  # received DATA not yet credited back to the connection window
+        #: A header block arriving in CONTINUATION frames: (stream id, fragments so far, END_STREAM).
+        self._continued: tuple[int, bytearray, bool] | None = None
         #: Resolved by the server's first SETTINGS frame: only then is its MAX_CONCURRENT_STREAMS known.
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -214,9 +192,17 @@ class _Connection(asyncio.Protocol):
             self._fail_ready(ConnectError("the server did not agree to HTTP/2 (ALPN h2)"))
             transport.close()
             return
-        self._h2.initiate_connection()
-        self._h2.increment_flow_control_window(_CONNECTION_WINDOW)
-        transport.write(self._h2.data_to_send())
+        # The stream window is one byte over the body cap: a body within the cap never waits for a WINDOW_UPDATE,
+        # and one byte more shows it is too large. So the server cannot send much more on a stream before our
+        # reset reaches it, whatever the body's size.
+        local = {
+            h2frames.HEADER_TABLE_SIZE: 0,  # no HPACK state for responses: see `hpack_decoder`
+            h2frames.ENABLE_PUSH: 0,
+            h2frames.INITIAL_WINDOW_SIZE: min(self._max_body + 1, h2frames.MAX_WINDOW),
+            h2frames.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST_SIZE,
+        }
+        preface = h2frames.PREFACE + h2frames.settings(local) + h2frames.window_update(0, _CONNECTION_WINDOW)
+        transport.write(preface)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
@@ -228,25 +214,20 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            self._shut(ConnectionLost("HTTP/2 protocol error from the server"))
+            for kind, flags, stream_id, payload in self._reader.feed(data):
+                if self._continued is not None and kind != h2frames.CONTINUATION:
+                    raise h2frames.ProtocolViolation("a header block interrupted")
+                if not self.ready.done() and kind != h2frames.SETTINGS:
+                    raise h2frames.ProtocolViolation("the server's preface is not a SETTINGS frame")
+                handler = self._handlers.get(kind)
+                if handler is not None:  # unknown frame types are ignored (RFC 9113 §4.1)
+                    handler(self, flags, stream_id, payload)
+        except (h2frames.ProtocolViolation, hpack_decoder.HpackViolation) as exc:
+            code = exc.code if isinstance(exc, h2frames.ProtocolViolation) else h2frames.COMPRESSION_ERROR
+            self._out += h2frames.goaway(0, code)
+            self._flush()
+            self._shut(ConnectionLost(f"HTTP/2 protocol error from the server: {exc}"))
             return
-        for event in events:
-            if isinstance(event, h2.events.ResponseReceived):
-                self._on_headers(event.stream_id, event.headers)
-            elif isinstance(event, h2.events.DataReceived):
-                self._on_data(event)
-            elif isinstance(event, h2.events.StreamEnded):
-                self._on_end(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                self._on_reset(event)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._on_window(event.stream_id)
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
-                self._on_settings(event)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._on_goaway(event)
         self._flush()
 
     # -- requests ----------------------------------------------------------------------------------------------
@@ -254,15 +235,15 @@ class _Connection(asyncio.Protocol):
     async def request(self, headers: list[tuple[str, str]], body: bytes) -> H2Response:
         """Send one request on a new stream and wait for its response; `_Unusable` when no stream could be opened."""
         await self._acquire_slot()
-        try:
-            stream_id = self._h2.get_next_available_stream_id()
-            self._h2.send_headers(stream_id, headers, end_stream=not body)
-        except (h2.exceptions.NoAvailableStreamIDError, h2.exceptions.ProtocolError) as exc:
-            # Stream ids exhausted or h2 has closed the connection: this request was never sent.
+        stream_id = self._next_stream_id
+        if stream_id > h2frames.MAX_STREAM_ID:  # ids exhausted: this request was never sent
             self.usable = False
             self._wake_all_slot_waiters()
-            raise _Unusable from exc
-        stream = _Stream(self._loop.create_future())
+            raise _Unusable
+        self._next_stream_id += 2
+        block = self._encoder.encode(headers)
+        self._out += h2frames.header_frames(stream_id, block, not body, self._max_frame_size)
+        stream = _Stream(self._loop.create_future(), self._initial_window)
         self._streams[stream_id] = stream
         try:
             if body:
@@ -283,7 +264,7 @@ class _Connection(asyncio.Protocol):
         while True:
             if not self.usable:
                 raise _Unusable
-            if len(self._streams) < self._h2.remote_settings.max_concurrent_streams:
+            if len(self._streams) < self._max_concurrent:
                 return
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._slot_waiters.append(waiter)
@@ -321,7 +302,7 @@ class _Connection(asyncio.Protocol):
         while view:
             if stream.response.done():
                 return  # answered or failed before the body was complete; the caller reads the outcome
-            size = min(len(view), self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
+            size = min(len(view), stream.send_window, self._send_window, self._max_frame_size)
             if size <= 0:
                 stream.window = self._loop.create_future()
                 self._flush()
@@ -329,31 +310,184 @@ class _Connection(asyncio.Protocol):
                 stream.window = None
                 continue
             chunk, view = view[:size], view[size:]
-            self._h2.send_data(stream_id, chunk.tobytes(), end_stream=not view)
+            stream.send_window -= size
+            self._send_window -= size
+            self._out += h2frames.frame(h2frames.DATA, 0 if view else h2frames.END_STREAM, stream_id, chunk)
 
-    # -- h2 events ---------------------------------------------------------------------------------------------
+    # -- received frames ---------------------------------------------------------------------------------------
 
-    def _on_headers(self, stream_id: int | None, headers: Iterable[tuple[bytes, bytes]]) -> None:
-        stream = self._streams.get(stream_id or 0)
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise h2frames.ProtocolViolation("DATA on stream 0")
+        data = h2frames.unpadded(flags, payload)
+        # All of it counts against the connection window, also on a stream just reset: credited as it arrives,
+        # so the other streams never starve. A stream's own window is over the body cap (see `connection_made`)
+        # and only padding could exhaust it, so padding is credited back to the stream.
+        self._unacknowledged += len(payload)
+        if self._unacknowledged >= _CONNECTION_WINDOW // 2:
+            self._out += h2frames.window_update(0, self._unacknowledged)
+            self._unacknowledged = 0
+        stream = self._streams.get(stream_id)
         if stream is None:
             return
-        for name, value in headers:
-            if name == b":status":
-                stream.status = int(value)
-            elif not name.startswith(b":"):
-                stream.headers[name.decode("ascii")] = value.decode("utf-8", "replace")
+        if len(payload) > len(data) and not flags & h2frames.END_STREAM:
+            self._out += h2frames.window_update(stream_id, len(payload) - len(data))
+        if data:
+            if len(stream.body) + len(data) > self._max_body:
+                self._too_large(stream_id, stream)
+                return
+            stream.body += data
+        if flags & h2frames.END_STREAM:
+            self._on_end(stream_id)
 
-    def _on_data(self, event: h2.events.DataReceived) -> None:
-        assert event.stream_id is not None
-        stream = self._streams.get(event.stream_id)
-        if stream is not None and event.data:
-            if len(stream.body) + len(event.data) > self._max_body:
-                self._too_large(event.stream_id, stream)
-            else:
-                stream.body += event.data
-        # Always handed back, also for a stream just reset (h2 then credits only the connection, as it does for
-        # DATA still arriving on it): the other streams must not starve.
-        self._h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0 or not stream_id % 2:
+            raise h2frames.ProtocolViolation("HEADERS on a stream the client did not open")
+        fragment = h2frames.header_fragment(flags, payload)
+        end_stream = bool(flags & h2frames.END_STREAM)
+        if flags & h2frames.END_HEADERS:
+            self._on_header_block(stream_id, fragment, end_stream)
+        else:
+            self._continued = (stream_id, bytearray(fragment), end_stream)
+
+    def _on_continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
+        continued = self._continued
+        if continued is None or continued[0] != stream_id:
+            raise h2frames.ProtocolViolation("CONTINUATION without its HEADERS")
+        block = continued[1]
+        block += payload
+        if len(block) > _MAX_HEADER_LIST_SIZE:
+            raise h2frames.ProtocolViolation("header block over 64 KiB")
+        if flags & h2frames.END_HEADERS:
+            self._continued = None
+            self._on_header_block(stream_id, bytes(block), continued[2])
+
+    def _on_header_block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        """Cut a complete block into fields (checked even for a stream we gave up on), then apply it."""
+        fields = hpack_decoder.fields(block, _MAX_HEADER_LIST_SIZE)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # a stream we reset or gave up on
+        if not stream.status:  # the response's headers; a later block is trailers, which a push never needs
+            status = hpack_decoder.status(fields)
+            if len(status) != 3 or not status.isdigit():
+                raise h2frames.ProtocolViolation("a response without a valid :status")
+            code = int(status)
+            if code >= 200:
+                stream.status = code
+                stream.fields = fields
+            elif end_stream:
+                raise h2frames.ProtocolViolation("an informational response ending its stream")
+        if end_stream:
+            self._on_end(stream_id)
+
+    def _on_reset_frame(self, _flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise h2frames.ProtocolViolation("RST_STREAM on stream 0")
+        code = h2frames.word(payload)
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        self._stream_closed()
+        if code == h2frames.REFUSED_STREAM:
+            self._fail(stream, StreamRefused("stream refused by the server"))
+        else:
+            self._fail(stream, StreamReset(f"stream reset by the server: error code {code}"))
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise h2frames.ProtocolViolation("SETTINGS on a stream")
+        if flags & h2frames.ACK:
+            if payload:
+                raise h2frames.ProtocolViolation("SETTINGS ACK with a payload", h2frames.FRAME_SIZE_ERROR)
+            return
+        more_streams = window_changed = False
+        for code, value in h2frames.parse_settings(payload):
+            if code == h2frames.HEADER_TABLE_SIZE:
+                if value != self._encoder.header_table_size:
+                    self._encoder.header_table_size = value
+            elif code == h2frames.MAX_CONCURRENT_STREAMS:
+                more_streams = value > self._max_concurrent
+                self._max_concurrent = value
+            elif code == h2frames.INITIAL_WINDOW_SIZE:
+                if value > h2frames.MAX_WINDOW:
+                    raise h2frames.ProtocolViolation("INITIAL_WINDOW_SIZE too large", h2frames.FLOW_CONTROL_ERROR)
+                delta, self._initial_window = value - self._initial_window, value
+                for stream in self._streams.values():  # RFC 9113 §6.9.2: open streams' windows move by the change
+                    stream.send_window += delta
+                window_changed = delta > 0
+            elif code == h2frames.MAX_FRAME_SIZE:
+                if not h2frames.DEFAULT_MAX_FRAME_SIZE <= value <= h2frames.LARGEST_FRAME_SIZE:
+                    raise h2frames.ProtocolViolation("MAX_FRAME_SIZE out of range")
+                self._max_frame_size = value
+            elif code == h2frames.ENABLE_PUSH and value > 1:
+                raise h2frames.ProtocolViolation("ENABLE_PUSH neither 0 nor 1")
+        self._out += h2frames.frame(h2frames.SETTINGS, h2frames.ACK, 0)
+        if not self.ready.done():
+            self.ready.set_result(None)
+        if window_changed:
+            self._on_window(None)
+        if more_streams:
+            for _ in range(max(0, self._max_concurrent - len(self._streams))):
+                self._release_slot()
+
+    def _on_push_promise(self, _flags: int, _stream_id: int, _payload: bytes) -> None:
+        raise h2frames.ProtocolViolation("PUSH_PROMISE although push is disabled")
+
+    def _on_ping(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id != 0 or len(payload) != 8:
+            raise h2frames.ProtocolViolation("a malformed PING", h2frames.FRAME_SIZE_ERROR)
+        if not flags & h2frames.ACK:
+            self._out += h2frames.frame(h2frames.PING, h2frames.ACK, 0, payload)
+
+    def _on_goaway_frame(self, _flags: int, stream_id: int, payload: bytes) -> None:
+        """Drain: no new streams here, those the server did not process fail as refused, the rest get their answers.
+
+        A server may send more than one GOAWAY, each with a last stream id no higher than the one before: each
+        refuses what is above its own.
+        """
+        if stream_id != 0:
+            raise h2frames.ProtocolViolation("GOAWAY on a stream")
+        last = h2frames.word(payload) & h2frames.MAX_STREAM_ID
+        h2frames.word(payload, 4)  # the error code must be there; which one it is changes nothing here
+        self.usable = False
+        self._draining = True
+        self._fail_streams(lambda stream_id: StreamRefused("server sent GOAWAY") if stream_id > last else None)
+        self._wake_all_slot_waiters()
+        if not self._streams:
+            self._shut(None)
+
+    def _on_window_update(self, _flags: int, stream_id: int, payload: bytes) -> None:
+        increment = h2frames.word(payload) & h2frames.MAX_WINDOW
+        if not increment:
+            raise h2frames.ProtocolViolation("WINDOW_UPDATE of 0")
+        if stream_id == 0:
+            self._send_window += increment
+            if self._send_window > h2frames.MAX_WINDOW:
+                raise h2frames.ProtocolViolation("connection window over 2^31-1", h2frames.FLOW_CONTROL_ERROR)
+            self._on_window(None)
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        stream.send_window += increment
+        if stream.send_window > h2frames.MAX_WINDOW:
+            raise h2frames.ProtocolViolation("stream window over 2^31-1", h2frames.FLOW_CONTROL_ERROR)
+        self._on_window(stream_id)
+
+    _handlers: ClassVar[dict[int, Callable[[_Connection, int, int, bytes], None]]] = {
+        h2frames.DATA: _on_data,
+        h2frames.HEADERS: _on_headers,
+        h2frames.CONTINUATION: _on_continuation,
+        h2frames.RST_STREAM: _on_reset_frame,
+        h2frames.SETTINGS: _on_settings,
+        h2frames.PUSH_PROMISE: _on_push_promise,
+        h2frames.PING: _on_ping,
+        h2frames.GOAWAY: _on_goaway_frame,
+        h2frames.WINDOW_UPDATE: _on_window_update,
+    }
+
+    # -- stream outcomes ---------------------------------------------------------------------------------------
 
     def _too_large(self, stream_id: int, stream: _Stream) -> None:
         """Drop the body read so far and cancel the stream: the server stops sending, the slot is free again."""
@@ -362,23 +496,13 @@ class _Connection(asyncio.Protocol):
         self._stream_closed()
         self._fail(stream, ResponseTooLarge(self._max_body, stream.status or None))
 
-    def _on_end(self, stream_id: int | None) -> None:
-        stream = self._streams.pop(stream_id or 0, None)
+    def _on_end(self, stream_id: int) -> None:
+        stream = self._streams.pop(stream_id, None)
         if stream is None:
             return
         self._stream_closed()
         if not stream.response.done():
-            stream.response.set_result(H2Response(stream.status, stream.headers, bytes(stream.body)))
-
-    def _on_reset(self, event: h2.events.StreamReset) -> None:
-        stream = self._streams.pop(event.stream_id or 0, None)
-        if stream is None:
-            return
-        self._stream_closed()
-        if event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
-            self._fail(stream, StreamRefused("stream refused by the server"))
-        else:
-            self._fail(stream, StreamReset(f"stream reset by the server: {event.error_code!r}"))
+            stream.response.set_result(H2Response(stream.status, stream.fields, bytes(stream.body)))
 
     def _on_window(self, stream_id: int | None) -> None:
         if stream_id:
@@ -389,31 +513,6 @@ class _Connection(asyncio.Protocol):
         for stream in self._streams.values():  # the connection window opened: every waiting body may go on
             if stream.window is not None and not stream.window.done():
                 stream.window.set_result(None)
-
-    def _on_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
-        if not self.ready.done():
-            self.ready.set_result(None)
-        changed = event.changed_settings
-        if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
-            self._on_window(None)
-        if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
-            free = self._h2.remote_settings.max_concurrent_streams - len(self._streams)
-            for _ in range(max(0, free)):
-                self._release_slot()
-
-    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
-        """Drain: no new streams here, those the server did not process fail as refused, the rest get their answers.
-
-        A server may send more than one GOAWAY, each with a last stream id no higher than the one before: each
-        refuses what is above its own.
-        """
-        self.usable = False
-        self._draining = True
-        last = event.last_stream_id or 0
-        self._fail_streams(lambda stream_id: StreamRefused("server sent GOAWAY") if stream_id > last else None)
-        self._wake_all_slot_waiters()
-        if not self._streams:
-            self._shut(None)
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
@@ -435,10 +534,7 @@ class _Connection(asyncio.Protocol):
             self.ready.exception()  # retrieved here: nobody may be waiting any more (connect deadline)
 
     def _reset(self, stream_id: int) -> None:
-        try:
-            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-        except h2.exceptions.H2Error:
-            return  # already closed on the h2 side, or the connection is gone
+        self._out += h2frames.rst_stream(stream_id, h2frames.CANCEL)
         self._flush()
 
     def _shut(self, error: H2Error | None) -> None:
@@ -473,17 +569,18 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        """Write what h2 has queued now (acknowledgements, resets, settings, and the requests `_flush_soon` held)."""
+        """Write what is queued now (acknowledgements, resets, settings, and the requests `_flush_soon` held)."""
         self._held = 0
-        data = self._h2.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
+        if not self._out:
+            return
+        data, self._out = self._out, bytearray()
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
     async def aclose(self) -> None:
         """Say GOAWAY, close the socket and wait (briefly) until it is closed."""
         if self._transport is not None and not self._transport.is_closing():
-            with contextlib.suppress(h2.exceptions.ProtocolError):  # h2 may already consider it closed
-                self._h2.close_connection()
+            self._out += h2frames.goaway(0, h2frames.NO_ERROR)  # no server streams were processed: last id 0
             self._flush()
         self._shut(ClientClosed("client closed"))
         if self._transport is not None:
