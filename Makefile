@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test lint typecheck pytest bench clean node-tools h2load
+.PHONY: run test lint typecheck pytest bench clean node-tools h2load chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) node-tools
+pytest: $(STAMP) node-tools chromium
 	$(BIN)/pytest
 
 ## Every benchmark (bench/run_all.py): writes bench/RESULTS.md and the README's table. Not part of `make test`.
@@ -39,6 +39,11 @@ bench: $(STAMP) h2load
 h2load:
 	@command -v h2load >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client \
 		|| (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client)
+
+## Debian's chromium: the dashboard's browser test drives it through Playwright (which downloads no browser here).
+chromium:
+	@command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		|| (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 ## Node tools the tests run (a real Web Push server), exactly as pinned in package-lock.json.
 node-tools: node_modules/.installed

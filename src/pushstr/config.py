@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -52,6 +53,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MIN_DASHBOARD_TOKEN = 16
+MAX_DASHBOARD_TOKEN = 512
+
+
+def dashboard_token_problem(token: str) -> str | None:
+    """What is wrong with `token` as the dashboard's bearer token, or None.
+
+    A short token could be guessed by trying (the dashboard does not slow down wrong guesses); it travels in an
+    `Authorization` header, so it is visible ASCII without spaces, and bounded like any input compared with it.
+    """
+    if not MIN_DASHBOARD_TOKEN <= len(token) <= MAX_DASHBOARD_TOKEN:
+        return f"must be {MIN_DASHBOARD_TOKEN} to {MAX_DASHBOARD_TOKEN} characters"
+    if not all("!" <= char <= "~" for char in token):
+        return "must be visible ASCII characters without spaces"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only (`localhost`, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ServerConfig(_Section):
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8080, ge=0, le=65535, description="listen port (HTTP API and the built-in relay endpoint)")
@@ -65,6 +93,46 @@ class ServerConfig(_Section):
         description="reverse proxies (IP addresses or CIDR networks) whose `X-Forwarded-For` names the client; "
         "empty: the TCP peer is the client",
     )
+    dashboard: Literal["auto", "public", "token", "off"] = Field(
+        "auto",
+        description="the live dashboard (`/dashboard`) and its data (`/status`): `public`, `token` (a bearer token "
+        "asked for), `off` (404); `auto`: `token` when a token is set, else `public` when `host` is a loopback "
+        "address and neither `public_url` nor `trusted_proxies` says a proxy serves it to others, else `off`",
+    )
+    dashboard_token: SecretStr | None = Field(
+        None,
+        description="the dashboard's bearer token: 16 to 512 visible ASCII characters (see `dashboard_token_file`)",
+    )
+    dashboard_token_file: Path | None = Field(
+        None,
+        description="file holding the dashboard's bearer token instead (surrounding whitespace ignored), read at start",
+    )
+
+    @field_validator("dashboard_token")
+    @classmethod
+    def _usable_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and (problem := dashboard_token_problem(token.get_secret_value())) is not None:
+            raise ValueError(problem)
+        return token
+
+    @model_validator(mode="after")
+    def _dashboard_token_source(self) -> Self:
+        if self.dashboard_token is not None and self.dashboard_token_file is not None:
+            raise ValueError("set dashboard_token or dashboard_token_file, not both")
+        if self.dashboard == "token" and self.dashboard_token is None and self.dashboard_token_file is None:
+            raise ValueError('dashboard = "token" needs dashboard_token or dashboard_token_file')
+        return self
+
+    @property
+    def dashboard_mode(self) -> Literal["public", "token", "off"]:
+        """What `dashboard` comes to: `auto` shows the page unprotected only where it looks like nobody but this
+        machine's users can reach it (a loopback bind with no proxy in front)."""
+        if self.dashboard != "auto":
+            return self.dashboard
+        if self.dashboard_token is not None or self.dashboard_token_file is not None:
+            return "token"
+        behind_proxy = self.public_url is not None or bool(self.trusted_proxies)
+        return "public" if _is_loopback(self.host) and not behind_proxy else "off"
 
     @field_validator("trusted_proxies")
     @classmethod

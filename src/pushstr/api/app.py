@@ -1,5 +1,5 @@
-"""The FastAPI application: health, readiness, info, relay status, metrics, NIP-11, the relay endpoint and dialect
-routes."""
+"""The FastAPI application: health, readiness, info, relay status, metrics, the dashboard, NIP-11, the relay endpoint
+and dialect routes."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushstr import __version__
+from pushstr.api.dashboard import dashboard_router
 from pushstr.api.errors import BodyLimit, install_error_handlers
+from pushstr.api.relay_status import relay_state
 from pushstr.api.schemas import About, Health, Info, Ready, Relays
 from pushstr.app import Service
 from pushstr.dialects.routes import success
 from pushstr.logutil import shown_url
 from pushstr.net.clientaddr import TrustedProxies
 from pushstr.nostr import nip19
-from pushstr.relays.connection import RelayStatus
 from pushstr.relays.endpoint import RelayEndpoint
 
 
@@ -39,53 +40,6 @@ def _info(service: Service) -> dict[str, Any]:
         # The operator's relays only, without credentials a URL may carry; relays users named stay private.
         "relays": [shown_url(url) for url in service.settings.nostr.relays],
         "other_relays": sum(status.url not in configured for status in service.pool.status()),
-    }
-
-
-def _relay_status(service: Service, status: RelayStatus, configured: frozenset[str]) -> dict[str, Any]:
-    """One relay's entry in `GET /relays`. The page is unauthenticated, so a relay a user named is shown by the
-    digest label it has in metrics, and its last error only by kind: error text can carry the host it failed on
-    (and, for any relay, a URL's query, where a token may sit: an operator's relay has its raw URL replaced)."""
-    url = status.url
-    plan = service.pool.plan_for(url)
-    limits = service.pool.limits_for(url)
-    connections = len(plan.lanes) if plan is not None else 0
-    error = status.last_error
-    label = service.pool.label(url)
-    if url in configured:
-        error = error.replace(url, label) if error is not None else None
-    else:
-        error = error.partition(":")[0] if error is not None else None
-    return {
-        "relay": label,
-        "configured": url in configured,
-        "state": status.state.value,
-        "mode": "firehose" if plan is not None and plan.firehose else "pubkeys",
-        "authenticated": status.authenticated,
-        "connections": connections,
-        "subscriptions": {
-            "open": status.subscriptions,
-            "planned": plan.req_count if plan is not None else 0,
-            "allowed": limits.max_subscriptions * max(connections, 1) if limits is not None else None,
-        },
-        "limits": None
-        if limits is None
-        else {
-            "max_subscriptions": limits.max_subscriptions,
-            "max_message_length": limits.max_message_length,
-            "max_filters": limits.max_filters,
-            "source": limits.source,
-        },
-        "events": status.events,
-        "eose": status.eose,
-        "notices": status.notices,
-        "refused": status.closed,
-        "garbage": status.garbage,
-        "reconnects": status.reconnects,
-        "connect_failures": status.connect_failures,
-        "reqs_sent": status.reqs_sent,
-        "closes_sent": status.closes_sent,
-        "last_error": error,
     }
 
 
@@ -172,13 +126,15 @@ def create_app(service: Service, manage_service: bool = True) -> FastAPI:
     )
     async def relays() -> JSONResponse:
         configured = frozenset(service.settings.nostr.relays)
-        return JSONResponse(
-            {"relays": [_relay_status(service, status, configured) for status in service.pool.status()]}
-        )
+        return JSONResponse({"relays": [relay_state(service, status, configured) for status in service.pool.status()]})
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    dashboard = dashboard_router(service)  # None when `server.dashboard` comes to off: both paths are then 404
+    if dashboard is not None:
+        app.include_router(dashboard)
 
     @app.get(
         "/",

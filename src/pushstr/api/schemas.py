@@ -84,3 +84,65 @@ class About(BaseModel):
     name: str
     version: str
     docs: str
+
+
+class EventCounts(BaseModel):
+    admitted: int = Field(description="events that passed admission (`pushstr_events_admitted_total`)")
+    matched: int = Field(description="admitted events that reached a device (`pushstr_events_matched_total`)")
+    rejected: dict[str, int] = Field(description="events admission refused, by reason (`pushstr_events_rejected`)")
+
+
+class PushCounts(BaseModel):
+    outcomes: dict[str, int] = Field(
+        description="attempts to push by outcome: delivered, retry, dead, stale_dead, rejected, gave_up "
+        "(`pushstr_push_outcomes_total`, every app and transport)"
+    )
+    dropped: dict[str, int] = Field(description="pushes dropped before any attempt, by reason")
+    pruned: int = Field(description="registrations removed because the push service said dead")
+
+
+class OutboxStatus(BaseModel):
+    pending: int = Field(description="pushes matched and not final yet, every app (`pushstr_outbox_pending`)")
+    oldest_seconds: float = Field(description="age of the oldest of them (`pushstr_outbox_oldest_seconds`)")
+    queued: int = Field(description="pushes waiting in the dispatcher queues (`pushstr_push_queue_depth`)")
+
+
+class Latency(BaseModel):
+    """`pushstr_push_send_seconds` summed over transports: the client takes windows from two samples' buckets."""
+
+    count: int
+    sum_seconds: float
+    bounds: list[float] = Field(description="the buckets' upper bounds in seconds, ascending")
+    cumulative: list[int] = Field(description="requests at or under each bound, then all of them (+Inf)")
+    p50: float | None = Field(description="since start, interpolated within buckets; null before any request")
+    p90: float | None
+    p99: float | None
+
+
+class RegistrationCount(BaseModel):
+    dialect: str
+    platform: str
+    count: int
+
+
+class UserRelays(BaseModel):
+    total: int = Field(description="relays watched for users (their lists, their registrations)")
+    by_state: dict[str, int]
+    shown: int = Field(description="how many of them `relays` lists, those with the most events first")
+
+
+class Status(BaseModel):
+    """What the dashboard polls: totals since start (the page takes rates from two samples) and current states."""
+
+    version: str
+    time: float = Field(description="Unix time the numbers were read")
+    started_at: float | None = Field(description="Unix time the process started, where the platform tells it")
+    dashboard: Literal["public", "token"]
+    events: EventCounts
+    notifications: dict[str, int] = Field(description="notifications handed to delivery, by result")
+    pushes: PushCounts
+    outbox: OutboxStatus
+    latency: Latency
+    registrations: list[RegistrationCount] = Field(description="per dialect and platform (`pushstr_registrations`)")
+    relays: list[RelayState] = Field(description="every operator's relay, then the busiest relays users named")
+    user_relays: UserRelays

@@ -38,12 +38,13 @@ _EMPTY_INTEREST: KindInterest = MappingProxyType({})
 
 
 class RegistryIndex:
-    """pubkey → devices, device token → pubkeys, kind set → pubkeys, counts by platform, expiry order."""
+    """pubkey → devices, device token → pubkeys, kind set → pubkeys, counts by dialect and platform, expiry order."""
 
     __slots__ = (
         "_by_group",
         "_by_pubkey",
         "_by_token",
+        "_counts",
         "_dirty",
         "_expiry",
         "_frozen",
@@ -51,7 +52,6 @@ class RegistryIndex:
         "_groups",
         "_interest",
         "_kinds",
-        "_platforms",
     )
 
     # Distinct kind sets kept for sharing; past this many (only hostile input gets there) the table restarts.
@@ -65,13 +65,13 @@ class RegistryIndex:
         self._dirty: set[frozenset[int]] = set()
         self._interest: KindInterest | None = _EMPTY_INTEREST
         self._kinds: dict[frozenset[int], frozenset[int]] = {}
-        self._platforms: dict[Platform, int] = {}
+        self._counts: dict[tuple[str, Platform], int] = {}  # (dialect, platform) → registrations
         self._expiry: list[tuple[float, str, str]] = []
         self._by_group: dict[str, tuple[Registration, ...]] = {}
         self._group_interest: KindInterest | None = _EMPTY_INTEREST
 
     def __len__(self) -> int:
-        return sum(self._platforms.values())
+        return sum(self._counts.values())
 
     def __iter__(self) -> Iterator[Registration]:
         return chain.from_iterable(self._by_pubkey.values())
@@ -109,7 +109,14 @@ class RegistryIndex:
 
     def counts(self) -> dict[str, int]:
         """Registrations per platform."""
-        return {platform.value: count for platform, count in self._platforms.items()}
+        totals: dict[str, int] = {}
+        for (_dialect, platform), count in self._counts.items():
+            totals[platform.value] = totals.get(platform.value, 0) + count
+        return totals
+
+    def counts_by_source(self) -> dict[tuple[str, str], int]:
+        """Registrations per (dialect, platform): kept on every write, so reading them costs no walk."""
+        return {(dialect, platform.value): count for (dialect, platform), count in self._counts.items()}
 
     def put(self, reg: Registration) -> Registration | None:
         """Add `reg`, replacing the registration with the same key; the one replaced, if any."""
@@ -145,16 +152,16 @@ class RegistryIndex:
         """`put` each registration in turn, with the common case inlined: the loader's hot loop.
 
         A registration without groups or lifetime that adds a device (rather than replacing one) only needs its
-        dict entries, a platform count and, when it changes the pubkey's kind union, a move between kind
-        groups. That is nearly every row of a start; the rest takes `put`, so the result is the same as
-        putting one by one.
+        dict entries, a count by dialect and platform and, when it changes the pubkey's kind union, a move
+        between kind groups. That is nearly every row of a start; the rest takes `put`, so the result is the same
+        as putting one by one.
         """
         by_pubkey = self._by_pubkey
         by_token = self._by_token
         groups = self._groups
         dirty = self._dirty
         shared_kinds = self._kinds
-        platforms = self._platforms
+        counts = self._counts
         put = self.put
         for item in registrations:
             if item.groups or item.expires_at is not None:
@@ -192,8 +199,8 @@ class RegistryIndex:
             pubkeys = by_token.setdefault(token, pubkey)
             if pubkeys is not pubkey:
                 by_token[token] = (pubkeys, pubkey) if isinstance(pubkeys, str) else (*pubkeys, pubkey)
-            platform = reg.platform
-            platforms[platform] = platforms.get(platform, 0) + 1
+            source = (reg.dialect, reg.platform)
+            counts[source] = counts.get(source, 0) + 1
 
     def remove(self, pubkey: str, device_token: str) -> Registration | None:
         """Remove one registration; the one removed, if it existed."""
@@ -323,12 +330,12 @@ class RegistryIndex:
         self._interest = None
 
     def _count(self, reg: Registration, delta: int) -> None:
-        platform = reg.platform
-        count = self._platforms.get(platform, 0) + delta
+        source = (reg.dialect, reg.platform)
+        count = self._counts.get(source, 0) + delta
         if count:
-            self._platforms[platform] = count
+            self._counts[source] = count
         else:
-            del self._platforms[platform]
+            del self._counts[source]
 
 
 def groups_of(reg: Registration) -> frozenset[str]:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from pushstr.logutil import ident
 from pushstr.registry.index import KindInterest, RegistryIndex
+from pushstr.registry.metrics import REGISTRATIONS
 from pushstr.registry.model import Registration
 from pushstr.registry.storage import DeliveryStatus, Store
 
@@ -62,6 +63,7 @@ class Registry:
         self._matched = self._index  # the index matching reads: this instance's share of `_index`
         self._match_by_pubkey = self._by_pubkey
         self._match_by_group = self._by_group
+        REGISTRATIONS.track(self)
 
     @property
     def version(self) -> int:
@@ -239,6 +241,10 @@ class Registry:
     def counts(self) -> dict[str, int]:
         """Registrations per platform, memory-only ones included."""
         return self._index.counts()
+
+    def counts_by_source(self) -> dict[tuple[str, str], int]:
+        """Registrations per (dialect, platform), memory-only ones included (`pushstr_registrations`)."""
+        return self._index.counts_by_source()
 
     def set_owner(self, owns: Callable[[str], bool] | None) -> None:
         """Match only the stored registrations of the pubkeys `owns` (and every memory-only one): this
