@@ -1,16 +1,21 @@
-"""Relay → provider latency: how long a gift wrap written by a relay takes to reach APNs as a push.
+"""Relay → provider capacity and latency: the highest rate at which gift wraps written by a relay reach APNs as
+pushes within 50 ms (p99), the latency at half that rate, and the CPU pushstr spends per pushed event.
 
 Three processes, as in production: a feeder relay (`bench.feeder`) writes pre-signed NIP-59 gift wraps to
 registered users at a fixed rate and notes the `time.perf_counter()` of each write; the real `pushstr.app.Service`
 (SQLite store, one APNs app in `alert` mode, batching off) reads them, admits, matches and pushes them; the fake
 APNs (HTTP/2 over TLS, provider JWT checked) notes the `time.perf_counter()` at which each push arrives and the
 event id in its payload. perf_counter is CLOCK_MONOTONIC on Linux, one clock for all three processes, so
-latency = arrival − write, per event, matched by event id. The first events are a warm-up (TLS handshake, the
-provider token, caches) and are left out of the figures.
+latency = arrival − write, per event, matched by event id. The first events of a run are a warm-up (TLS
+handshake, the provider token, caches) and are left out of the figures.
 
-    .venv/bin/python bench/bench_latency.py [--smoke] [--json PATH] [--rate 2000] [--events N]
+The capacity is searched (doubling from 1 000/s until a rate misses, then halving the gap), with the outbox on
+and off; it is reported beside the raw ingest consumer's rate on the same events in the same run, and the CPU per
+pushed event beside one signature check measured here too (the two costs every push must pay at least).
 
-Prints the row and writes bench/out/latency-<timestamp>.json (or PATH).
+    .venv/bin/python bench/bench_latency.py [--smoke] [--json PATH] [--rate R] [--events N] [--users N]
+
+Prints the rows and writes bench/out/latency-<timestamp>.json (or PATH).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import orjson  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
@@ -234,6 +240,7 @@ async def run_pushstr(
         _path, sent = await loop.run_in_executor(None, feeder.sent_times, total / rate + 60)
         wall, after = time.perf_counter() - wall, cpu_seconds(pids)
         load = {name: round((after[name] - before[name]) / wall, 2) for name in after if name in before}
+        load["pushstr_cpu_seconds"] = round(after["pushstr"] - before["pushstr"], 3)
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline:
             if service.delivery.pending == 0 and await loop.run_in_executor(None, apns.count) >= total:
@@ -358,10 +365,15 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 # -- runs ------------------------------------------------------------------------------------------------------------
 
-#: Paced rates the sweep tries, in order, with the outbox on and off.
-SWEEP_RATES = (1000.0, 1500.0, 2000.0, 2500.0, 3000.0)
-#: Events per sweep run (the first quarter a warm-up).
-SWEEP_EVENTS = 6000
+#: Where the capacity search starts, and how close its last passing and failing rates must come (as a fraction).
+SEARCH_START = 1000.0
+SEARCH_PRECISION = 0.15
+SEARCH_STEPS = 8
+#: Events per search run at least, and seconds of paced writing at least (the first quarter a warm-up).
+SEARCH_EVENTS = 6000
+SEARCH_SECONDS = 3.0
+#: End-to-end CPU per pushed event may be this many raw signature verifications.
+TARGET_CPU_VERIFIES = 3.0
 
 
 def measure(
@@ -378,39 +390,62 @@ def measure(
     return sent, arrivals, tokens_seen, load
 
 
-def sweep(wraps: list[tuple[str, bytes]], users: list[str], details: dict[str, Any]) -> Row:
-    """The highest paced rate whose p99 stays within the target, with the outbox on and off, in one run: both modes
-    at every rate (single runs are noisy: one may miss a rate the other meets), until both miss one."""
-    subset = wraps[:SWEEP_EVENTS]
-    ids = [event_id for event_id, _ in subset]
-    best: dict[bool, float] = {True: 0.0, False: 0.0}
+def _passes(wraps: list[tuple[str, bytes]], users: list[str], rate: float, outbox: bool) -> tuple[bool, dict[str, Any]]:
+    """One search run at `rate`: every event pushed once with p99 within the target."""
+    count = min(len(wraps), max(SEARCH_EVENTS, int(rate * SEARCH_SECONDS)))
+    subset = wraps[:count]
+    sent, arrivals, _tokens, load = measure(subset, users, rate, outbox=outbox)
+    counts, ordered = summarize([event_id for event_id, _ in subset], sent, arrivals, count // 4)
+    p99 = percentile(ordered, 99)
+    fine = counts["missing"] == 0 and counts["duplicates"] == 0 and p99 <= TARGET_P99_MS
+    state = "on" if outbox else "off"
+    print(f"search: {grouped(rate)}/s outbox {state}: p99 {p99:.1f} ms ({'ok' if fine else 'over'})")
+    return fine, {"rate": rate, "outbox": outbox, "events": count, "p99_ms": round(p99, 2), "ok": fine, **load}
+
+
+def capacity(
+    wraps: list[tuple[str, bytes]], users: list[str], *, outbox: bool, start: float, steps: int
+) -> tuple[float, list[dict[str, Any]]]:
+    """The highest paced rate whose p99 stays ≤ 50 ms: doubling from `start` until a rate fails, then halving the
+    gap between the best pass and the first failure until they are within `SEARCH_PRECISION`."""
+    passed, failed = 0.0, 0.0
+    rate = start
     runs = []
-    for rate in SWEEP_RATES:
-        passed = False
-        for outbox in (True, False):
-            sent, arrivals, _tokens, load = measure(subset, users, rate, outbox=outbox)
-            counts, ordered = summarize(ids, sent, arrivals, SWEEP_EVENTS // 4)
-            p99 = percentile(ordered, 99)
-            fine = counts["missing"] == 0 and counts["duplicates"] == 0 and p99 <= TARGET_P99_MS
-            runs.append({"rate": rate, "outbox": outbox, "p99_ms": round(p99, 2), "ok": fine, **load})
-            state = "on" if outbox else "off"
-            print(f"sweep: {grouped(rate)}/s outbox {state}: p99 {p99:.1f} ms ({'ok' if fine else 'over'})")
-            if fine:
-                best[outbox] = max(best[outbox], rate)
-                passed = True
-        if not passed:  # both over: higher rates only queue more
+    for _ in range(steps):
+        fine, run = _passes(wraps, users, rate, outbox)
+        runs.append(run)
+        if fine:
+            passed = rate
+        else:
+            failed = rate
+        if failed and failed - passed <= SEARCH_PRECISION * failed:
             break
-    details["sweep"] = runs
-    ratio = best[True] / best[False] if best[False] else None
-    return Row(
-        what="highest paced rate with p99 ≤ 50 ms, outbox on (pending pushes stored) vs off",
-        figure=f"{grouped(best[True])} events/s",
-        limit=f"outbox off: {grouped(best[False])}/s",
-        ratio=ratio,
-        target="on ≥ 0.8× off",
-        met=ratio is not None and ratio >= 0.8,
-        command=".venv/bin/python bench/bench_latency.py",
-    )
+        rate = rate * 2 if not failed else round((passed + failed) / 2 / 50) * 50 or failed / 2
+    return passed, runs
+
+
+def raw_costs(wraps: list[tuple[str, bytes]]) -> dict[str, float]:
+    """In this process, on these events: the raw ingest consumer's rate (websockets + orjson + one id hash and one
+    signature check per event, bench_ingest's ceiling) and the CPU of one signature check alone."""
+    from coincurve import PublicKeyXOnly
+
+    from bench.bench_ingest import run_raw
+
+    with Feeder({"/": [raw for _, raw in wraps]}) as feeder:
+        consumed = asyncio.run(run_raw([feeder.url("/")], len(wraps)))
+    checks = []
+    for _, raw in wraps[:2000]:
+        event = orjson.loads(raw)
+        checks.append(
+            (PublicKeyXOnly(bytes.fromhex(event["pubkey"])), bytes.fromhex(event["sig"]), bytes.fromhex(event["id"]))
+        )
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for key, signature, digest in checks:
+            key.verify(signature, digest)
+        best = min(best, time.process_time() - started)
+    return {"raw_consumer_rate": round(consumed.rate, 1), "verify_us": round(best / len(checks) * 1e6, 2)}
 
 
 # -- main ------------------------------------------------------------------------------------------------------------
@@ -418,50 +453,104 @@ def sweep(wraps: list[tuple[str, bytes]], users: list[str], details: dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes (200 events at 500/s): a few seconds")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (200 events, a two-step search)")
     parser.add_argument("--json", type=Path, default=None, help="report path (default bench/out/latency-*.json)")
-    parser.add_argument("--rate", type=float, default=None, help="events per second (default 2000; smoke 500)")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="paced rate of the latency run (default: half the capacity)"
+    )
     parser.add_argument("--events", type=int, default=None, help="measured events (default 20000; smoke 200)")
     parser.add_argument("--users", type=int, default=None, help="registered users (default 1000; smoke 20)")
     args = parser.parse_args()
-    rate = args.rate or (500.0 if args.smoke else 1000.0)
     events = args.events or (200 if args.smoke else 20_000)
     users_count = args.users or (20 if args.smoke else 1000)
-    warmup = max(20, int(rate / 4)) if args.smoke else max(200, int(rate / 2))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     started = time.perf_counter()
     users = [Keys.generate().public_hex for _ in range(users_count)]
-    wraps = make_events(warmup + events, users)
-    ids = [event_id for event_id, _ in wraps]
+    wraps = make_events(events + (100 if args.smoke else 4000), users)
     generate_seconds = time.perf_counter() - started
     print(f"{len(wraps)} gift wraps to {users_count} users made in {generate_seconds:.1f}s")
+    raw = raw_costs(wraps)
+    print(f"raw consumer {grouped(raw['raw_consumer_rate'])} events/s; one signature check {raw['verify_us']} µs")
 
-    sent, arrivals, tokens_seen, load = measure(wraps, users, rate, outbox=True)
+    start, steps = (250.0, 2) if args.smoke else (SEARCH_START, SEARCH_STEPS)
+    best, searched = capacity(wraps, users, outbox=True, start=start, steps=steps)
+    best_off, searched_off = capacity(wraps, users, outbox=False, start=start, steps=steps)
+    rate = args.rate or max(best / 2, 100.0)
+    warmup = max(20, int(rate / 4)) if args.smoke else max(200, int(rate / 2))
+    run_wraps = wraps[: warmup + events]
+    ids = [event_id for event_id, _ in run_wraps]
+
+    sent, arrivals, tokens_seen, load = measure(run_wraps, users, rate, outbox=True)
     counts, ordered = summarize(ids, sent, arrivals, warmup)
     dist = distribution(ordered)
     complete = counts["missing"] == 0 and counts["measured_delivered"] == counts["measured"]
     p50, p90, p99, worst = (dist.get(key, float("nan")) for key in ("p50", "p90", "p99", "max"))
-    met = complete and p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS
+    cpu_us = load["pushstr_cpu_seconds"] / max(1, counts["written_by_feeder"]) * 1e6
+    command = ".venv/bin/python bench/bench_latency.py" + (" --smoke" if args.smoke else "")
     figure = f"p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms"
     if not complete:
         figure += f" ({counts['missing']} of {counts['events']} events never arrived)"
-    row = Row(
-        what=f"relay → provider latency at {grouped(rate)} events/s (p50 / p99)",
-        figure=figure,
-        limit="",
-        ratio=None,
-        target=f"p50 ≤ {TARGET_P50_MS:g} ms, p99 ≤ {TARGET_P99_MS:g} ms",
-        met=met,
-        command=".venv/bin/python bench/bench_latency.py" + (" --smoke" if args.smoke else ""),
-    )
+    capacity_ratio = best / raw["raw_consumer_rate"]
+    rows = [
+        Row(
+            what="capacity: highest paced rate with p99 relay → fake APNs ≤ 50 ms (gift wraps, outbox on)",
+            figure=f"{grouped(best)} events/s",
+            limit=f"raw ingest consumer: {grouped(raw['raw_consumer_rate'])}/s",
+            ratio=capacity_ratio,
+            target=f"≥ {1 / TARGET_CPU_VERIFIES:.2f}× raw",
+            met=capacity_ratio >= 1 / TARGET_CPU_VERIFIES,
+            command=command,
+        ),
+        Row(
+            what=f"relay → provider latency at half the capacity, {grouped(rate)} events/s (p50 / p99)",
+            figure=figure,
+            limit="",
+            ratio=None,
+            target=f"p50 ≤ {TARGET_P50_MS:g} ms, p99 ≤ {TARGET_P99_MS:g} ms",
+            met=complete and p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS,
+            command=command,
+        ),
+        Row(
+            what=f"CPU per pushed event at {grouped(rate)} events/s (relay frame → HTTP/2 response, pushstr's process)",
+            figure=f"{cpu_us:.0f} µs",
+            limit=f"one signature check: {raw['verify_us']:.0f} µs",
+            ratio=cpu_us / raw["verify_us"],
+            target=f"≤ {TARGET_CPU_VERIFIES:g}× a check",
+            met=cpu_us <= TARGET_CPU_VERIFIES * raw["verify_us"],
+            command=command,
+        ),
+        Row(
+            what=f"cost of durability at {grouped(rate)} events/s: store writes per push (outbox on)",
+            figure=f"{load['disk_bytes_written_per_push']:g} bytes to disk, "
+            f"{load['outbox_rows_written_per_push']:g} outbox rows",
+            limit="",
+            ratio=None,
+            target="-",
+            met=None,
+            command=command,
+        ),
+        Row(
+            what="capacity with the outbox on (pending pushes stored) vs off",
+            figure=f"{grouped(best)} events/s",
+            limit=f"outbox off: {grouped(best_off)}/s",
+            ratio=best / best_off if best_off else None,
+            target="on ≥ 0.8× off",
+            met=bool(best_off) and best / best_off >= 0.8,
+            command=command,
+        ),
+    ]
     details = {
         "smoke": args.smoke,
         "rate": rate,
         "users": users_count,
+        "raw": raw,
+        "capacity_search": searched,
+        "capacity_search_outbox_off": searched_off,
         "counts": counts,
         "complete": complete,
         "latency_ms": dist,
+        "cpu_us_per_event": round(cpu_us, 1),
         "pacing": pacing(sent, warmup, rate),
         "per_second": per_second(ids, sent, arrivals, warmup),
         "provider_tokens_seen": tokens_seen,
@@ -473,21 +562,6 @@ def main() -> None:
         f"({counts['missing']} missing, {counts['duplicates']} duplicates); measured {counts['measured_delivered']} "
         f"of {counts['measured']} after a warm-up of {warmup}"
     )
-    rows = [row]
-    if not args.smoke:
-        rows.append(
-            Row(
-                what=f"cost of durability at {grouped(rate)} events/s: store writes per push (outbox on)",
-                figure=f"{load['disk_bytes_written_per_push']:g} bytes to disk, "
-                f"{load['outbox_rows_written_per_push']:g} outbox rows",
-                limit="",
-                ratio=None,
-                target="-",
-                met=None,
-                command=".venv/bin/python bench/bench_latency.py",
-            )
-        )
-        rows.append(sweep(wraps, users, details))
     write_report(args.json, "latency", rows, details)
     if not complete:
         sys.exit(f"not every event arrived: {counts}")
