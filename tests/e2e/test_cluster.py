@@ -112,6 +112,31 @@ poll_seconds = 0.5
         await cluster.provider.stop()
 
 
+async def push_outcomes(node: Pushstr) -> dict[str, float]:
+    """What an instance's pushes and notifications came to (its counters since its last start), for a failure."""
+    if not node.alive():
+        return {}
+    samples = await node.metrics()
+    found: dict[str, float] = {}
+    for name in ("pushstr_push_outcomes_total", "pushstr_notifications_total", "pushstr_push_dropped_total"):
+        for labels, value in samples.get(name, []):
+            if value:
+                found[f"{name}{sorted(labels.values())}"] = value
+    return found
+
+
+def warnings(node: Pushstr) -> str:
+    """Every warning an instance logged, for a failure message (the tail may not reach back to them)."""
+    if not node.log_file.exists():
+        return ""
+    lines = node.log_file.read_text(errors="replace").splitlines()
+    return "\n".join(line for line in lines if " WARNING " in line or " ERROR " in line)
+
+
+def shard_of(person: Recipient) -> int:
+    return int(person.keys.public_key().to_hex()[:8], 16) % SHARDS
+
+
 async def shards_held(nodes: list[Pushstr]) -> list[int]:
     return [int(await node.metric(HELD) or 0) for node in nodes]
 
@@ -170,9 +195,11 @@ async def test_three_instances_one_killed_mid_stream_nothing_lost(
         takeover.append(await converged([nodes[0], nodes[2]], timeout=LEASE + 10))
 
     watcher: asyncio.Task[None] | None = None
+    sent_at: list[float] = []
     async with Publisher(cluster.relay.url) as publisher:
         started = time.monotonic()
         for n, event in enumerate(events):
+            sent_at.append(time.time())
             if n == 1000:
                 await nodes[1].kill()
                 killed_at = time.monotonic()
@@ -191,8 +218,17 @@ async def test_three_instances_one_killed_mid_stream_nothing_lost(
     try:
         await wait_for(lambda: not missing(), 60, "every event pushed")
     except AssertionError:
-        tails = "\n".join(node.tail(20) for node in nodes)
-        raise AssertionError(f"{len(missing())} of {len(expected)} events never pushed\n{tails}") from None
+        lost = missing()
+        what = "; ".join(
+            f"#{n} sent {sent_at[n]:.3f} to shard {shard_of(people[n % len(people)])}"
+            for n, event in enumerate(events)
+            if event.id().to_hex() in lost
+        )
+        outcomes = [await push_outcomes(node) for node in nodes]
+        tails = "\n".join(node.tail(20) + "\n" + warnings(node) for node in nodes)
+        raise AssertionError(
+            f"{len(lost)} of {len(expected)} events never pushed: {what}\noutcomes per instance {outcomes}\n{tails}"
+        ) from None
     await wait_for(lambda: time.monotonic() - provider.last_answer_at() >= 2.0, 30, "a quiet provider")
     counts = provider.per_event()
     duplicates = sum(count - 1 for event_id, count in counts.items() if event_id in expected and count > 1)
