@@ -10,8 +10,9 @@ With several instances (`cluster.enabled`) the cluster member joins in between (
 prepared before the registry loads, joins (taking its shards, which resumes their pushes) once delivery runs and
 before the relays are asked, and hands its shards over first thing at stop.
 
-Every dialect is wired by the same loop (`DIALECTS`): its kind handlers go to the pipeline, its relay filters
-into the subscription plan, its router into the HTTP app (`api.app`).
+Every dialect is wired by the same loop (`DIALECTS`): its kind handlers and event matcher go to the pipeline, its
+relay filters into the subscription plan (again whenever it says they changed), its router into the HTTP app
+(`api.app`).
 """
 
 from __future__ import annotations
@@ -163,11 +164,16 @@ class Service:
             use_token=self.store.use_token,
             preferences=self.preferences,
             send_now=self.delivery.send_once,
+            filters=self.store,
+            relay_filters_changed=self._dialect_filters_changed,
         )
         self.dialects: list[Dialect] = [dialect for build in DIALECTS if (dialect := build(context)) is not None]
         for dialect in self.dialects:
             for kind, handler in dialect.kind_handlers().items():
                 self.pipeline.add_kind_handler(kind, handler, sharded=True)
+            matcher = dialect.matcher()
+            if matcher is not None:
+                self.pipeline.add_matcher(matcher)
         self._dialect_filters = tuple(f for dialect in self.dialects for f in dialect.relay_filters())
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -186,6 +192,12 @@ class Service:
                 extra=(*self._dialect_filters, *self.profile_watch.filters(), *lists, *self.lists.filters()),
             )
         )
+
+    def _dialect_filters_changed(self) -> None:
+        """A dialect's relay filters changed (Verse users' filters): ask the relays for them, once started."""
+        self._dialect_filters = tuple(f for dialect in self.dialects for f in dialect.relay_filters())
+        if self._unsubscribe is not None:
+            self._replan()
 
     def _adopt(self, reg: Registration) -> None:
         """A registration another instance made: its dialect takes up its relays and groups."""

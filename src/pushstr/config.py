@@ -512,10 +512,55 @@ class MarmotDialectConfig(_Section):
     max_future_seconds: int = Field(300, ge=0, description="triggers dated further ahead are ignored")
 
 
+#: The kinds a Verse app's users may ask pushes for unless its `allowed_kinds` says otherwise: what the reference
+#: server's apps allow together (nostrpushdemo, universes, peek), and the text notes of its NIP's examples.
+VERSE_FILTER_KINDS: tuple[int, ...] = (1, 3, 4, 6, 7, 9, 1059, 1111, 4552, 9735, 30023, 34550, 34551, 34552, 34553)
+
+
+class VerseAppConfig(_Section):
+    """One Verse app, as its events' `app` tag names it: where its FCM tokens go, what its filters may ask for."""
+
+    app: str | None = Field(
+        None, description="the app its FCM tokens are pushed with (fcm or log); unset: the android platform's app"
+    )
+    allowed_kinds: list[Annotated[int, Field(ge=0, le=65535)]] = Field(
+        default_factory=lambda: list(VERSE_FILTER_KINDS),
+        max_length=1000,
+        description="the kinds its users' filters may name",
+    )
+
+
 class VerseDialectConfig(_Section):
     """Verse's kinds 3079–3082: FCM tokens and notification filters sent as NIP-44 events to the server key."""
 
     enabled: bool = Field(True, description="subscribe to and handle kinds 3079–3082")
+    apps: dict[Annotated[str, Field(min_length=1, max_length=100)], VerseAppConfig] = Field(
+        default_factory=lambda: {"default": VerseAppConfig()},
+        description="the Verse apps served, by `app` tag (`default` when an event has none), each with `app` and "
+        "`allowed_kinds`; events for any other app are ignored",
+        json_schema_extra={"readable_default": "{default = {}}"},
+    )
+    mode: Mode | None = Field(
+        Mode.ALERT,
+        description="payload mode of Verse devices (the reference pushes a title and body); unset: their app's mode",
+    )
+    max_age_seconds: int = Field(
+        3 * 24 * 3600,
+        ge=60,
+        description="older control events are ignored; deregistrations and deletes are remembered this long, so "
+        "that an older event cannot undo them",
+    )
+    max_future_seconds: int = Field(600, ge=0, description="control events dated further ahead are ignored")
+    forget_after_days: int = Field(
+        90,
+        ge=0,
+        description="a device not registered again for this long is removed (the reference's token cleanup); 0: never",
+    )
+    max_filters_per_user: int = Field(100, ge=1, le=10_000, description="filters one user keeps in one app")
+    max_filter_bytes: int = Field(
+        16 * 1024, ge=256, le=60 * 1024, description="the largest filter taken, as canonical JSON"
+    )
+    max_filters: int = Field(200_000, ge=1, description="filters kept for all users together")
 
 
 class AmethystDialectConfig(_Section):

@@ -4,7 +4,8 @@ A dialect turns one wire format (an HTTP API, an event kind, …) into registry 
 it needs, and the service wires every dialect the same way: its kind handlers go to the pipeline, its relay
 filters into the subscription plan, its router into the HTTP app, and it is started after the registry is loaded
 and stopped before the relays close. Adding a dialect is one new module with a `build(context)` function and one
-line in `app.DIALECTS`.
+line in `app.DIALECTS`. A dialect whose users keep their own filters also matches events itself (`matcher`) and
+says when the filters it asks relays for change (`relay_filters_changed`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from fastapi import APIRouter
 
 from pushstr.config import Settings
 from pushstr.dialects.registration_relays import RegistrationRelays
-from pushstr.engine.pipeline import KindHandler, Submitter
+from pushstr.engine.pipeline import EventMatcher, KindHandler, Submitter
 from pushstr.engine.presence import Presence
 from pushstr.nostr.keys import Keys
 from pushstr.registry.model import Registration
 from pushstr.registry.preferences import PreferenceBook
 from pushstr.registry.service import Registry
+from pushstr.registry.storage import FilterStore
 from pushstr.transports.base import Notification, SendResult
 
 
@@ -49,8 +51,14 @@ class Dialect:
         return {}
 
     def relay_filters(self) -> Sequence[Mapping[str, Any]]:
-        """Filters every watched relay is asked for on this dialect's behalf, beside the registrations' interest."""
+        """Filters every watched relay is asked for on this dialect's behalf, beside the registrations' interest;
+        read again whenever the dialect calls `DialectContext.relay_filters_changed`."""
         return ()
+
+    def matcher(self) -> EventMatcher | None:
+        """How events reach devices through this dialect's own subscriptions (users' stored filters), beside the
+        devices their tags name; None: they do not."""
+        return None
 
     def describe(self) -> Mapping[str, Any]:
         """What a client needs to know to use this dialect here (kinds, formats, routes), listed by `/info`."""
@@ -100,3 +108,7 @@ class DialectContext:
     """Each device's notification preferences (`registry.preferences`), for dialects that let users set them."""
     send_now: Callable[[Notification, Registration], Awaitable[SendResult]] | None = None
     """Push once, now, with the provider's answer (`Delivery.send_once`): a user's test push."""
+    filters: FilterStore | None = None
+    """Users' stored notification filters (`Store`), for dialects that keep them."""
+    relay_filters_changed: Callable[[], None] | None = None
+    """Tell the service that `Dialect.relay_filters()` changed: the relays are asked anew."""

@@ -5,6 +5,7 @@ The relay pool calls `Pipeline.on_relay_event` (match before verify) and the bui
 settings, …) register a handler for their kind and see only admitted, verified events. A kind that is also what
 users receive (kind 1059 gift wraps: NIP-17 DMs, and Marmot push triggers to the server) is claimed only for one
 recipient, with an `Addressed` handler: those events go to the dialect, every other event of the kind is matched.
+A dialect that keeps users' own filters (Verse) adds an `EventMatcher`, asked about every event beside its tags.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ NOTIFICATIONS = LoopCounter(
     initial=[("queued",), ("dropped",), ("held_back",)],
 )
 HANDLER_ERRORS = Counter("pushstr_kind_handler_errors_total", "Kind handlers that raised", ["kind"])
+MATCHER_ERRORS = Counter("pushstr_event_matcher_errors_total", "Dialect event matchers that raised")
 ALERT_MODES = frozenset({Mode.ALERT, Mode.ALERT_EVENT, Mode.NOTEPUSH})
 # Plain ints for the per-event comparisons: reading a `Kind` member costs several times an int comparison.
 _DM, _GIFT_WRAP, _NOTE, _ZAP_RECEIPT = (
@@ -59,6 +61,10 @@ class HandledLog(Protocol):
 
 
 KindHandler = Callable[[Event], None]
+
+EventMatcher = Callable[[Event], Sequence[Match]]
+"""The devices an event reaches through a dialect's own subscriptions (Verse's stored filters), beside those its
+tags reach: called for every event a relay sends, before it is verified, so it must be cheap and change nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +178,7 @@ class Pipeline:
         self._addressed: dict[int, dict[str, KindHandler]] = {}
         self._shards = shards
         self._sharded: set[int] = set()
+        self._matchers: tuple[EventMatcher, ...] = ()
 
     def add_kind_handler(self, kind: int, handler: KindHandler, *, sharded: bool = False) -> None:
         """Route admitted events of `kind` to a dialect instead of matching them; an `Addressed` handler gets only
@@ -185,6 +192,27 @@ class Pipeline:
                 self._admission.allow_larger(int(kind), handler.recipient, handler.max_event_bytes)
             return
         self._handlers[int(kind)] = handler
+
+    def add_matcher(self, matcher: EventMatcher) -> None:
+        """Match every event against a dialect's own subscriptions too (see `EventMatcher`)."""
+        self._matchers = (*self._matchers, matcher)
+
+    def _with_matchers(self, event: Event, matches: list[Match]) -> list[Match]:
+        """`matches` and what the dialects' matchers find, each device once; a matcher that raises is counted
+        and logged, and the event still reaches the others."""
+        reached = {found.device.key for found in matches}
+        for matcher in self._matchers:
+            try:
+                extra = matcher(event)
+            except Exception:
+                MATCHER_ERRORS.inc()
+                _rate_log.warning("matcher", "an event matcher failed", exc_info=True)
+                continue
+            for found in extra:
+                if found.device.key not in reached:
+                    reached.add(found.device.key)
+                    matches.append(found)
+        return matches
 
     def _handler_for(self, event: Event) -> KindHandler | None:
         """The handler that consumes `event`, if any: its kind's, else the one claiming its recipient."""
@@ -236,6 +264,8 @@ class Pipeline:
             self._handle(event, handler)
             return
         matches = match_event(event, self._devices_for, self._devices_for_group, relay_url)
+        if self._matchers:
+            matches = self._with_matchers(event, matches)
         if self._preferences is not None:
             matches = self._preferences.select(event, matches)
         if not matches:
@@ -265,6 +295,8 @@ class Pipeline:
             self._handle(event, handler)
             return IngestResult(True, "", event.id)
         matches = match_event(event, self._devices_for, self._devices_for_group, relay_url)
+        if self._matchers:
+            matches = self._with_matchers(event, matches)
         if self._preferences is not None:
             matches = self._preferences.select(event, matches)
         return IngestResult(True, "", event.id, self._notify(event, matches, relay_url) if matches else 0)
