@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test lint typecheck pytest bench clean node-tools h2load chromium
+.PHONY: run test lint typecheck pytest bench clean node-tools h2load chromium promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) node-tools chromium
+pytest: $(STAMP) node-tools chromium promtool
 	$(BIN)/pytest
 
 ## Every benchmark (bench/run_all.py): writes bench/RESULTS.md and the README's table. Not part of `make test`.
@@ -44,6 +44,11 @@ h2load:
 chromium:
 	@command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
 		|| (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+## promtool (Debian's prometheus package) checks and unit-tests deploy/prometheus-rules.yml and the dashboard's queries.
+promtool:
+	@command -v promtool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus \
+		|| (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus)
 
 ## Node tools the tests run (a real Web Push server), exactly as pinned in package-lock.json.
 node-tools: node_modules/.installed
