@@ -270,3 +270,18 @@ def test_one_relay_however_it_is_spelled_is_one_entry() -> None:
     assert pool.urls == ["ws://relay.example"]  # it has an interest of its own: kept for that
     pool.set_relay_interest("WS://RELAY.EXAMPLE", None)
     assert pool.urls == []
+
+
+async def test_every_stored_event_is_read_from_a_relay_that_answers_500(
+    local_relay: Callable[..., Awaitable[RelayHandle]], make_pool: PoolFactory
+) -> None:
+    """nostr-sdk's relay, like strfry, answers a filter with at most 500 stored events. 1 200 DMs to four users, all
+    made in one second (so `until` alone cannot page them), reach a pool that subscribes after they were stored."""
+    relay = await local_relay(notes_per_minute=60_000)
+    users = [Keys.generate().public_hex for _ in range(4)]
+    author = Keys.generate()
+    created_at = int(time.time()) - 5
+    events = [sign_event(author, 4, f"m{n}", [["p", users[n % 4]]], created_at) for n in range(1200)]
+    await publish(relay.url, *events)
+    _, sink = await make_pool([relay.url], Interest(p={DM: frozenset(users)}))
+    await sink.wait_for_ids({event.id for event in events})

@@ -13,6 +13,9 @@ Plans are made to fit the relay's limits, but a relay may hold fewer subscriptio
 promised. Such a refusal is a `Refused` action, so that the owner plans smaller, and the refused subscriptions are
 re-sent with the next plan: a CLOSED that says so names its subscription; strfry's bare NOTICE names none, so
 every REQ still awaiting its EOSE counts as maybe refused until that EOSE arrives.
+
+A relay answers a filter with a bounded number of stored events, so a catch-up that comes back full is read
+further, page by page (`paging`), on one extra subscription.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import orjson
 from pushstr.config import NostrConfig
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip42 import build_auth_event
+from pushstr.relays.paging import Pager, Reading, is_page
 from pushstr.relays.planner import Plan, Subscription, asks_giftwrap, diff_plans
 
 AUTH_REQUIRED = "auth-required:"
@@ -161,6 +165,8 @@ class RelaySession:
         self._authenticated = False
         self._awaiting_auth: set[str] = set()  # refused with auth-required before we authenticated
         self._auth_retried: set[str] = set()  # refused again after authenticating: not retried twice
+        self._reading: dict[str, Reading] = {}  # REQs (and pages) whose stored events are arriving
+        self._pager = Pager()
 
     @property
     def plan(self) -> Plan:
@@ -200,6 +206,8 @@ class RelaySession:
         self._plan = plan
         frames: list[Outgoing] = []
         for sub_id in diff.close:
+            self._reading.pop(sub_id, None)
+            self._pager.forget(sub_id)
             self._refused.discard(sub_id)
             self._overflowed.discard(sub_id)
             self._pending.discard(sub_id)
@@ -229,6 +237,12 @@ class RelaySession:
         self._refused.discard(sub_id)
         self._overflowed.discard(sub_id)
         self._pending.add(sub_id)
+        stored = tuple(filter_ for filter_ in filters if filter_.get("limit") != 0)
+        if stored:
+            self._reading[sub_id] = Reading(stored, sub_id)
+        else:
+            self._reading.pop(sub_id, None)
+        self._pager.forget(sub_id)
         return Outgoing("REQ", orjson.dumps(["REQ", sub_id, *filters]))
 
     def _since(self, giftwrap: bool, resume: bool) -> int:
@@ -267,6 +281,10 @@ class RelaySession:
             if kind == "EVENT":  # nearly every frame: no handler call, no per-type report besides the event itself
                 if len(message) != 3 or not isinstance(message[1], str) or not isinstance(message[2], dict):
                     raise _BadMessage("EVENT must be [EVENT, sub id, object]")
+                if self._reading:
+                    reading = self._reading.get(message[1])
+                    if reading is not None:
+                        reading.saw(message[2].get("created_at"))
                 return [EventReceived(message[2], message[1], len(frame) > self._event_frame)]
             handler = self._handlers.get(kind)
             if handler is None:
@@ -280,8 +298,36 @@ class RelaySession:
     def _on_eose(self, message: list[Any]) -> list[Action]:
         if len(message) < 2 or not isinstance(message[1], str):
             raise _BadMessage("EOSE must name a subscription")
-        self._pending.discard(message[1])
-        self._overflowed.discard(message[1])  # answered after all: the relay holds it
+        sub_id = message[1]
+        actions: list[Action] = []
+        if is_page(sub_id):
+            if sub_id != self._pager.current:
+                return actions
+            self._pager.current = None
+            actions.append(Outgoing("CLOSE", orjson.dumps(["CLOSE", sub_id])))
+        else:
+            self._pending.discard(sub_id)
+            self._overflowed.discard(sub_id)  # answered after all: the relay holds it
+        reading = self._reading.pop(sub_id, None)
+        if reading is not None and reading.origin in self._plan.subscriptions:
+            self._pager.after(reading)
+        actions.extend(self._next_page())
+        return actions
+
+    def _next_page(self) -> list[Action]:
+        """The REQ of the next page to read, when one is due and none is out."""
+        due = self._pager.next()
+        if due is None:
+            return []
+        page_id, reading = due
+        self._reading[page_id] = reading
+        return [Outgoing("REQ", orjson.dumps(["REQ", page_id, *reading.filters]))]
+
+    def _page_refused(self) -> list[Action]:
+        """The relay would not hold the page out (it is full): what was left to read cannot be read now."""
+        if self._pager.current is not None:
+            self._reading.pop(self._pager.current, None)
+        self._pager.refused()
         return []
 
     def _overflow(self, sub_ids: set[str], sub_id: str | None, reason: str) -> Refused:
@@ -298,6 +344,8 @@ class RelaySession:
             raise _BadMessage("CLOSED must name a subscription")
         sub_id = message[1]
         reason = message[2] if len(message) > 2 and isinstance(message[2], str) else ""
+        if is_page(sub_id):
+            return self._page_refused() if sub_id == self._pager.current else []
         sub = self._plan.subscriptions.get(sub_id)
         if sub is not None and reason.startswith(AUTH_REQUIRED):
             if not self._authenticated:
@@ -323,6 +371,8 @@ class RelaySession:
         text = message[1]
         if self._pending and _about_capacity(text):
             return [self._overflow(set(self._pending), None, text)]
+        if self._pager.current is not None and _about_capacity(text):
+            return self._page_refused()
         return [Notice(text)]
 
     def _on_auth(self, message: list[Any]) -> list[Action]:
