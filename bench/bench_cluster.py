@@ -67,6 +67,7 @@ class _GatedRelay:
 
     def __init__(self, feed: list[tuple[str, bytes]]) -> None:
         self._feed = feed
+        self._recipients = {recipient for recipient, _ in feed}
         self._connections: dict[ServerConnection, dict[str, set[str]]] = {}
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -93,8 +94,12 @@ class _GatedRelay:
 
     def coverage(self) -> tuple[int, int]:
         """(recipients subscribed by some connection, subscriptions summed over connections): equal when no
-        recipient is asked for by two instances."""
-        per_connection = [set().union(*subs.values()) if subs else set() for subs in self._connections.values()]
+        recipient is asked for by two instances. Only the feed's recipients count: every instance also asks for
+        events to the server key (registration dialects), which are not split."""
+        recipients = self._recipients
+        per_connection = [
+            set().union(*subs.values()) & recipients if subs else set() for subs in self._connections.values()
+        ]
         return len(set().union(*per_connection)) if per_connection else 0, sum(map(len, per_connection))
 
     def go(self) -> tuple[float, int]:
