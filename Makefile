@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test lint typecheck pytest bench clean node-tools h2load chromium promtool
+.PHONY: run test lint typecheck pytest bench image clean node-tools h2load chromium promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ pytest: $(STAMP) node-tools chromium promtool
 bench: $(STAMP) h2load
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/run_all.py
+
+## The container image (Dockerfile) with podman, else docker; README "Container". Not part of `make test`.
+## IMAGE and BASE_IMAGE name the image and its base; IMAGE_BUILD_FLAGS adds flags to the build command.
+IMAGE ?= localhost/pushstr:latest
+BASE_IMAGE ?= docker.io/library/python:3.11-slim-bookworm
+image:
+	deploy/build-image.sh '$(IMAGE)' '$(BASE_IMAGE)'
 
 ## h2load (Debian's nghttp2-client) is the delivery benchmark's raw limit.
 h2load:
