@@ -3,7 +3,9 @@
 #
 # When BASE_IMAGE is neither present nor pullable (no registry access), a Debian bookworm base is made here with
 # debootstrap (deploy/debian-base.sh, once; root needed) and the image is built on that instead.
-# IMAGE_BUILD_FLAGS adds flags to the build command, e.g. "--network=host" or "--runtime runc".
+# IMAGE_BUILD_FLAGS adds flags to the build command. A host where crun refuses the cgroup layout ("cgroups in hybrid
+# mode not supported") and the engine may not raise resource limits (no CAP_SYS_RESOURCE: "error setting rlimit")
+# builds with "--runtime runc --ulimit nofile=N:N --ulimit nproc=M:M", N and M within the host's own limits.
 set -eu
 
 image=${1:-localhost/pushstr:latest}
