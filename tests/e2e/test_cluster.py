@@ -239,11 +239,11 @@ async def test_three_instances_one_killed_mid_stream_nothing_lost(
     assert set(counts) - {None} <= expected, "pushes of events nobody published"
 
 
-def signed(user: Any, method: str, url: str, body: bytes, age: int = 0) -> dict[str, str]:
-    """NIP-98 headers; `age` seconds back-dates the token, so that equal requests in one second get distinct ids
-    (the id is what a replay is known by)."""
+def signed(user: Any, method: str, url: str, body: bytes, created_at: int | None = None) -> dict[str, str]:
+    """NIP-98 headers, made now or at `created_at`: equal requests need distinct times to get distinct ids (the
+    id is what a replay is known by)."""
     secret = Keys(bytes.fromhex(user.secret_key().to_hex()))
-    header = build_authorization(secret, method, url, body, int(time.time()) - age)
+    header = build_authorization(secret, method, url, body, int(time.time()) if created_at is None else created_at)
     return {"authorization": header, "content-type": "application/json"}
 
 
@@ -278,11 +278,15 @@ async def test_any_instance_registers_one_pushes_and_a_replay_is_refused_by_all(
         removed = await client.post(b.base_url + "/unregister", content=gone, headers=removal)
         assert removed.status_code == 200, removed.text
 
+        # Back-dated from one fixed second, so no two listings share a created_at (and so an id) even when the
+        # clock ticks between two of them.
+        first_second = int(time.time())
         asked = itertools.count()
 
         async def nobody_has_it() -> bool:
             for node in (a, b):
-                listing = signed(user, "GET", PUBLIC_URL + "/registrations", b"", age=next(asked))
+                created_at = first_second - next(asked)
+                listing = signed(user, "GET", PUBLIC_URL + "/registrations", b"", created_at=created_at)
                 listed = await client.get(node.base_url + "/registrations", headers=listing)
                 assert listed.status_code == 200, listed.text
                 if listed.json()["registrations"]:
@@ -292,7 +296,7 @@ async def test_any_instance_registers_one_pushes_and_a_replay_is_refused_by_all(
         deadline = time.monotonic() + 5
         while not await nobody_has_it():
             assert time.monotonic() < deadline, "the unregister did not reach every instance"
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.4)  # at most 26 listings in the 5 s: the oldest stays within NIP-98's 60 s
     await publish(cluster.relay.url, dm(nostr_sdk.Keys.generate(), user, "after"))
     quiet_from = time.monotonic()
     with contextlib.suppress(AssertionError):
