@@ -15,7 +15,7 @@ from pushstr.engine.profiles import MemoryProfileCache, profile_name
 from pushstr.nostr import nip44
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip19 import npub_encode
-from pushstr.registry.model import Platform, Registration
+from pushstr.registry.model import Mode, Platform, Registration
 
 SENDER = Keys.generate().public_hex
 RECIPIENT = "a" * 64
@@ -25,7 +25,7 @@ def _size(rendered: Rendered) -> int:
     return len(orjson.dumps({"title": rendered.title, "body": rendered.body, "data": rendered.data}))
 
 
-def _device(mode: str | None = None, device_pubkey: str | None = None) -> Registration:
+def _device(mode: str | Mode | None = None, device_pubkey: str | None = None) -> Registration:
     return Registration(RECIPIENT, "tok", Platform.IOS, "app", mode=mode, device_pubkey=device_pubkey)
 
 
@@ -143,6 +143,31 @@ def test_encrypted_mode_drops_an_event_too_big_and_without_device_key_goes_silen
     inner = orjson.loads(nip44.decrypt_from(device, server.public_hex, rendered.data["encrypted"]))
     assert "event" not in inner and rendered.degraded and _size(rendered) <= 4096
     assert _render(_note(), AppConfig(mode="encrypted"), encrypt=encrypt).style == "silent"
+
+
+def test_notepush_with_a_device_key_seals_what_nostr_event_would_hold() -> None:
+    server, device = Keys.generate(), Keys.generate()
+
+    def encrypt(peer: str, text: str) -> str:
+        return nip44.encrypt_to(server, peer, text)
+
+    keyed = _device(mode=Mode.NOTEPUSH, device_pubkey=device.public_hex)
+    event = orjson.dumps({"id": "e" * 64, "pubkey": SENDER, "content": "gm"})
+    rendered = _render(_note(1, event_json=event), AppConfig(), keyed, encrypt=encrypt)
+    assert (rendered.style, rendered.title, rendered.body) == ("encrypted", None, "New notification")
+    assert rendered.mutable_content and rendered.wake and not rendered.degraded
+    assert rendered.data["encrypted"] is True and set(rendered.data) == {"encrypted", "ciphertext"}
+    assert SENDER not in str(rendered) and "e" * 64 not in str(rendered)
+    assert nip44.decrypt_from(device, server.public_hex, str(rendered.data["ciphertext"])) == event.decode()
+
+    big = orjson.dumps({"id": "e" * 64, "content": "z" * 3000})
+    for note, degraded in ((_note(1, event_json=big), True), (_note(1, event_json=event, count=3), False)):
+        fallback = _render(note, AppConfig(), keyed, encrypt=encrypt)
+        ids = orjson.loads(nip44.decrypt_from(device, server.public_hex, str(fallback.data["ciphertext"])))
+        assert ids["event_id"] == "e" * 64 and fallback.degraded is degraded and _size(fallback) <= 4096
+    # without a key, the event itself in `nostr_event`, as damus' push server sends it
+    plain = _render(_note(1, event_json=event), AppConfig(), _device(mode=Mode.NOTEPUSH), encrypt=encrypt)
+    assert plain.data == {"encrypted": False, "nostr_event": event.decode()} and plain.style == "alert" and plain.wake
 
 
 def test_collapse_id_is_per_conversation_and_opaque() -> None:

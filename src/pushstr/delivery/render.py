@@ -19,7 +19,10 @@ Modes, chosen per app and overridable per registration (`payload_mode`, the one 
   key, padded to fixed size classes so the push service sees neither content nor identities nor sizes.
 - `notepush`: what damus' push server sends: an alert marked mutable and waking the app, the signed event JSON in
   the data's `nostr_event` (the damus notification extension reads it) when it fits and the push stands for one
-  event, else the event id.
+  event, else the event id; beside it the flag `encrypted: false`. A device that gave notepush a key
+  (`device_pubkey`) gets the same waking, mutable alert with only the placeholder text in the clear, `encrypted:
+  true` and in `ciphertext` NIP-44 to that key of exactly what `nostr_event` would hold (else of the ids), as
+  notepush sends it.
 - `wrapped`: data-only, the signed event itself NIP-44-encrypted to the recipient in a one-layer kind 1059 from a
   fresh key (`nostr.nip59.wrap_once`), as Amethyst's push server sends it. A wrap over 4000 bytes, or one the
   transport cannot fit, wraps a kind 23903 wake-up naming the event instead (`nostr.nip59.wake_up`).
@@ -161,6 +164,10 @@ def render(
                 notification, device.device_pubkey, encrypt, collapse=collapse, measure=measure, limit=limit
             )
         mode = Mode.SILENT
+    if mode is Mode.NOTEPUSH and encrypt is not None and device.device_pubkey:
+        return _notepush_sealed(
+            notification, device.device_pubkey, encrypt, collapse=collapse, measure=measure, limit=limit
+        )
     if mode not in (Mode.ALERT, Mode.ALERT_EVENT, Mode.NOTEPUSH):
         return Rendered("silent", data={"count": str(notification.count)}, collapse_id=collapse)
     if mode is Mode.ALERT and app.generic_alert:
@@ -178,7 +185,7 @@ def render(
         name = short_npub(notification.sender)
     title = name or "Nostr"
     body = alert_body(notification, app.preview_length)
-    ids = {"event_id": notification.event_id, "kind": str(notification.kind), "count": str(notification.count)}
+    ids = _ids(notification)
     if mode is Mode.ALERT:
         return Rendered("alert", title, body, ids, collapse)
     if mode is Mode.NOTEPUSH:
@@ -195,9 +202,45 @@ def _notepush(notification: Notification, alert: Rendered, measure: Measure, lim
     """`alert` with the event in `nostr_event` when it fits and stands alone (a batch's text would be replaced by
     one event's); else `alert` as it is, marked degraded when the event did not fit."""
     if notification.event_json is None or notification.count > 1:
-        return alert
-    full = replace(alert, data={"nostr_event": notification.event_json.decode()})
-    return full if measure(full) <= limit else replace(alert, degraded=True)
+        return replace(alert, data={**alert.data, "encrypted": False})
+    full = replace(alert, data={"encrypted": False, "nostr_event": notification.event_json.decode()})
+    if measure(full) <= limit:
+        return full
+    return replace(alert, data={**alert.data, "encrypted": False}, degraded=True)
+
+
+def _notepush_sealed(
+    notification: Notification,
+    device_pubkey: str,
+    encrypt: Encrypt,
+    *,
+    collapse: str | None,
+    measure: Measure,
+    limit: int,
+) -> Rendered:
+    """`_notepush`'s payload for a device with a key: the alert's text is the placeholder (a sender's name or the
+    kind's wording would tell the push service who wrote and what), and `ciphertext` seals the event JSON when it
+    fits and the push stands for one event, else the ids the plaintext form would carry. It is styled `encrypted`,
+    so Android gets it data-only, for the app to decrypt and show, like every sealed payload.
+
+    No padding beyond NIP-44's own: the extension parses the plaintext as the event itself.
+    """
+
+    def sealed(plaintext: str, degraded: bool = False) -> Rendered:
+        data: dict[str, str | bool] = {"encrypted": True, "ciphertext": encrypt(device_pubkey, plaintext)}
+        return Rendered("encrypted", None, ENCRYPTED_PLACEHOLDER, data, collapse, True, degraded, wake=True)
+
+    if notification.event_json is not None and notification.count == 1:
+        whole = sealed(notification.event_json.decode())
+        if measure(whole) <= limit:
+            return whole
+        return sealed(orjson.dumps(_ids(notification)).decode(), degraded=True)
+    return sealed(orjson.dumps(_ids(notification)).decode())
+
+
+def _ids(notification: Notification) -> dict[str, str]:
+    """What an alert names of the event when it carries no more: its id, kind and how many events it stands for."""
+    return {"event_id": notification.event_id, "kind": str(notification.kind), "count": str(notification.count)}
 
 
 def _encrypted(

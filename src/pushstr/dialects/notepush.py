@@ -301,7 +301,7 @@ class Notepush(Dialect):
             public_key_bytes(key)
         except InvalidKey as exc:
             raise _Refused(400, "Invalid device_pubkey", f"device_pubkey: {exc.reason}") from None
-        await self._registry.add(replace(device, device_pubkey=key, mode=Mode.ENCRYPTED))
+        await self._registry.add(replace(device, device_pubkey=key, mode=Mode.NOTEPUSH))
         return 200, {"message": "Device encryption key saved successfully"}
 
     async def _register(self, pubkey: str, token: str, body: UserInfoBody | None) -> tuple[int, dict[str, Any]]:
@@ -324,7 +324,7 @@ class Notepush(Dialect):
                 kinds=KINDS,
                 created_at=self._clock(),
                 device_pubkey=current.device_pubkey if current is not None else None,
-                mode=Mode.ENCRYPTED if current is not None and current.device_pubkey else self._mode,
+                mode=Mode.NOTEPUSH if current is not None and current.device_pubkey else self._mode,
             )
             try:
                 await self._registry.add(registration)

@@ -114,7 +114,9 @@ value alone as the body)."""
 class Rendered:
     """What to show and what to hand the app, before any platform's framing.
 
-    `data` values are strings because FCM data messages allow nothing else. `collapse_id` lets a newer push
+    `data` values are strings, or flags (`bool`) where a client reads a JSON boolean (notepush's `encrypted`):
+    APNs and Web Push carry a flag as JSON `true`/`false`, FCM data messages, which allow strings only, as
+    `"true"`/`"false"`. `collapse_id` lets a newer push
     replace an older one of the same conversation (APNs `apns-collapse-id`, FCM `collapse_key` and the Android
     notification `tag`, Web Push `Topic`); it is a digest, so it says nothing about who talks to whom.
     `wake` asks an alert to also wake the app in the background (APNs `content-available`), as a generic alert
@@ -124,7 +126,7 @@ class Rendered:
     style: Style
     title: str | None = None
     body: str | None = None
-    data: dict[str, str] = field(default_factory=dict)
+    data: Mapping[str, str | bool] = field(default_factory=dict)
     collapse_id: str | None = None
     mutable_content: bool = False
     degraded: bool = False

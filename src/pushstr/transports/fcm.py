@@ -129,7 +129,9 @@ def fcm_message(rendered: Rendered, device: Registration, app: AppConfig) -> dic
     goes exactly as Amethyst's push server sends it.
     """
     wake = rendered.style == "silent" and ENCRYPTED_EVENT_KEY not in rendered.data
-    data = {**rendered.data, WAKE_KEY: "true"} if wake else rendered.data
+    data = {name: _fcm_value(value) for name, value in rendered.data.items()}
+    if wake:
+        data[WAKE_KEY] = "true"
     message: dict[str, Any] = {"data": data}
     android: dict[str, Any] = {"priority": "high" if app.urgency == "high" else "normal", "ttl": f"{app.ttl_seconds}s"}
     if rendered.collapse_id:
@@ -146,6 +148,13 @@ def fcm_message(rendered: Rendered, device: Registration, app: AppConfig) -> dic
         aps = aps_payload(rendered)["aps"]
         message["apns"] = {"headers": delivery_headers(rendered, app.urgency), "payload": {"aps": aps}}
     return message
+
+
+def _fcm_value(value: str | bool) -> str:
+    """A data value as FCM takes it: strings only, so a flag becomes `"true"` / `"false"`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 class FcmTransport:

@@ -102,7 +102,7 @@ class WebPushTransport:
 
     def _body(self, rendered: Rendered, device: Registration) -> bytes:
         if self._wrapped(rendered, device):
-            return rendered.data[ENCRYPTED_EVENT_KEY].encode()
+            return str(rendered.data[ENCRYPTED_EVENT_KEY]).encode()
         return webpush_body(rendered)
 
     def measure(self, rendered: Rendered, device: Registration) -> int:
