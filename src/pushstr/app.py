@@ -206,8 +206,12 @@ class Service:
                 dialect.adopt(reg)
 
     def _lists_changed(self) -> None:
-        """Preferences changed: ask the relays for the kind 3 and 10000 of the users that now need them."""
-        if self.lists.want(self.preferences.list_users) and self._unsubscribe is not None:
+        """Preferences changed: ask the relays, and those users' own write relays, for the kind 3 and 10000 of the users
+        that now need them."""
+        users = self.preferences.list_users
+        if self.discovery is not None:
+            self.discovery.want_authored(USER_LIST_KINDS, users)
+        if self.lists.want(users) and self._unsubscribe is not None:
             self._replan()
 
     def _threads_changed(self) -> None:

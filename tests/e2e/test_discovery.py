@@ -24,6 +24,8 @@ from pushstr.relays.planner import RelayPlan
 from pushstr.relays.urls import normalize_relay_url
 from tests.conftest import RelayHandle
 from tests.e2e.clients import gift_wrap, publish, register
+from tests.e2e.test_notepush import pushed_only
+from tests.e2e.test_preferences import set_preferences
 from tests.harness import RunningServer, make_settings, wait_until
 
 SERVER = Keys.generate()
@@ -163,3 +165,48 @@ async def test_loopback_inbox_relays_are_refused_unless_allowed(tmp_path: Path, 
         assert service.pool.urls == [a.url]
     finally:
         await server.stop()
+
+
+async def test_a_mute_list_and_follows_published_only_to_the_user_s_write_relay_are_honoured(
+    tmp_path: Path, local_relay: Any
+) -> None:
+    """NIP-65 clients publish the user's own kind 3 and 10000 to the user's write relays: pushstr reads them there
+    (for users whose preferences need them), never from a read-only relay."""
+    a: RelayHandle = await local_relay()
+    outbox: RelayHandle = await local_relay()
+    settings = make_settings(tmp_path, [a.url], SERVER.secret_hex, discovery={"allow_private_relays": True})
+    server = RunningServer(settings)
+    await server.start()
+    service = server.service
+    bob, alice, carol, dave = (nostr_sdk.Keys.generate() for _ in range(4))
+    bob_hex = bob.public_key().to_hex()
+    try:
+        await register(server, bob, "bob-fcm-token")
+        await set_preferences(server, bob, {"mute_list": True, "follows_only": True})
+        now = int(time.time())
+        await publish(outbox.url, contacts(bob, [alice, carol], now - 20))
+        await publish(outbox.url, mute_list(bob, [carol], now - 20))
+        await publish(a.url, relay_list(bob, 10002, [["r", outbox.url, "write"]], now - 10))
+        await wait_until(lambda: watching(service, outbox.url), 10)
+        await wait_until(lambda: bob_hex in service.lists.mutes and bob_hex in service.lists.follows, 10)
+        assert asked_kinds(service, outbox.url) == {3, 10000}  # his own lists, not what is addressed to him
+
+        for sender in (carol, dave):  # muted; followed by nobody
+            await publish(a.url, mention(sender, bob, "hey @bob"))
+        followed = mention(alice, bob, "hey @bob, from a friend")
+        await publish(a.url, followed)
+        await pushed_only(server, followed, 0)
+    finally:
+        await server.stop()
+
+
+def contacts(user: Any, followed: list[Any], at: int) -> Any:
+    tags = [nostr_sdk.Tag.parse(["p", other.public_key().to_hex()]) for other in followed]
+    builder = nostr_sdk.EventBuilder(nostr_sdk.Kind(3), "").tags(tags)
+    return builder.custom_created_at(nostr_sdk.Timestamp.from_secs(at)).finalize(user)
+
+
+def mute_list(user: Any, muted: list[Any], at: int) -> Any:
+    tags = [nostr_sdk.Tag.parse(["p", other.public_key().to_hex()]) for other in muted]
+    builder = nostr_sdk.EventBuilder(nostr_sdk.Kind(10000), "").tags(tags)
+    return builder.custom_created_at(nostr_sdk.Timestamp.from_secs(at)).finalize(user)

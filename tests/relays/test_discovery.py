@@ -226,6 +226,31 @@ async def test_lists_of_strangers_are_ignored_and_indexers_get_the_list_filters(
     assert list(pool.interests) == ["wss://indexer.example/"]
 
 
+async def test_users_own_lists_are_read_from_their_write_relays_and_the_indexers(discovery: Any) -> None:
+    found, pool = await discovery(configured=(SECOND,), indexer_relays=["wss://indexer.example"])
+    bob, alice = Keys.generate(), Keys.generate()
+    found.update({OTHERS: frozenset({bob.public_hex, alice.public_hex})})
+    # Bob reads at inbox, writes at third and at the configured relay (no marker: both); Alice only lists reads.
+    tags = [["r", INBOX, "read"], ["r", THIRD, "write"], ["r", SECOND]]
+    found.on_relay_list(relay_list(bob, RELAY_LIST, tags))
+    found.on_relay_list(relay_list(alice, RELAY_LIST, [["r", INBOX, "read"]]))
+    await eventually(lambda: found.write_relays_of(bob.public_hex) == (THIRD, SECOND), what="Bob's write relays")
+    await eventually(lambda: INBOX in pool.interests, what="the read relay")
+    assert THIRD not in pool.interests  # nobody needs what Bob writes yet
+
+    found.want_authored((3, 10000), frozenset({bob.public_hex, alice.public_hex}))
+    await eventually(lambda: THIRD in pool.interests, what="Bob's write relay")
+    lists = {"kinds": [3, 10000], "authors": [bob.public_hex], "since": 0}
+    assert pool.interests[THIRD] == Interest(extra=(lists,))  # his own lists only, and nothing addressed to him
+    assert pool.interests[INBOX].extra == ()  # a read relay is not where Bob publishes
+    indexer = pool.interests["wss://indexer.example/"].extra
+    both = sorted([bob.public_hex, alice.public_hex])
+    assert {"kinds": [3, 10000], "authors": both, "since": 0} in indexer and found.filters()[0] in indexer
+
+    found.want_authored((3, 10000), frozenset())
+    await eventually(lambda: THIRD not in pool.interests, what="the write relay dropped")
+
+
 async def test_a_relay_with_its_own_interest_is_asked_for_it_only(
     local_relay: StartRelay, make_pool: PoolFactory
 ) -> None:

@@ -9,8 +9,11 @@ would never be pushed. So pushstr asks its configured relays (and any `discovery
 
 Each listed relay is then asked only for what the users who listed it need there (`RelayPool.set_relay_interest`):
 DMs and gift wraps (kinds 4, 1059) on a user's 10050 relays, or on the 10002 read relays when the user has no
-usable 10050; every other kind the user's devices want on the 10002 read relays. The configured relays keep
-getting everyone. A listed relay is connected when first needed and dropped when nobody needs it any more.
+usable 10050; every other kind the user's devices want on the 10002 read relays. What users publish themselves
+and pushstr must read (their own kind 3 and 10000, for follows-only and mute lists: `want_authored`) is asked of
+their 10002 write relays (`["r", url]` or `["r", url, "write"]`), where NIP-65 clients publish it, and of the
+indexer relays. The configured relays keep getting everyone. A listed relay is connected when first needed and
+dropped when nobody needs it any more.
 
 Everything here is user-supplied, so it is bounded and guarded: a list is read up to `MAX_TAGS_READ` tags and
 `max_relays_per_user` relays, every URL is normalised (`normalize_relay_url`) and passes the one URL guard
@@ -101,26 +104,41 @@ def author_filters(authors: Iterable[str], per_filter: int = AUTHORS_PER_FILTER)
     return tuple({"kinds": list(LIST_KINDS), "authors": bucket, "since": 0} for bucket in buckets)
 
 
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """The relays one list names: where the user reads (10050: receives DMs) and, for a 10002, where they write."""
+
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class _Lists:
     """One user's lists: the newest `created_at` seen per kind, and the relays of the newest one that was checked."""
 
     seen: dict[int, int] = field(default_factory=dict)
-    relays: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    relays: dict[int, _Listed] = field(default_factory=dict)
 
     def dm_relays(self) -> tuple[str, ...]:
-        return self.relays.get(DM_RELAYS) or self.relays.get(RELAY_LIST, ())
+        dm = self.relays.get(DM_RELAYS)
+        return dm.read if dm is not None and dm.read else self.read_relays()
 
     def read_relays(self) -> tuple[str, ...]:
-        return self.relays.get(RELAY_LIST, ())
+        listed = self.relays.get(RELAY_LIST)
+        return () if listed is None else listed.read
+
+    def write_relays(self) -> tuple[str, ...]:
+        listed = self.relays.get(RELAY_LIST)
+        return () if listed is None else listed.write
 
 
 class RelayDiscovery:
     """Reads registered users' relay lists and gives each listed relay the interest of the users who listed it.
 
-    `update` is told the registry's interest (kinds → pubkeys) on every change; `filters` are the list filters to
-    ask the configured relays for; `on_relay_list` is the kind handler for 10002 and 10050 (verified events only);
-    `set_relay_interest` is the relay pool's. Relay URLs are checked by a worker task between `start` and `stop`.
+    `update` is told the registry's interest (kinds → pubkeys) on every change, `want_authored` whose own events
+    of which kinds are needed; `filters` are the list filters to ask the configured relays for; `on_relay_list` is
+    the kind handler for 10002 and 10050 (verified events only); `set_relay_interest` is the relay pool's. Relay
+    URLs are checked by a worker task between `start` and `stop`.
     """
 
     def __init__(
@@ -151,7 +169,9 @@ class RelayDiscovery:
         self._authors: frozenset[str] = frozenset()
         self._filters: tuple[dict[str, Any], ...] = ()
         self._lists: dict[str, _Lists] = {}
-        self._pending: dict[tuple[str, int], tuple[int, tuple[str, ...]]] = {}
+        self._authored_kinds: tuple[int, ...] = ()
+        self._authored: frozenset[str] = frozenset()
+        self._pending: dict[tuple[str, int], tuple[int, _Listed]] = {}
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._verdicts: OrderedDict[str, tuple[float, bool]] = OrderedDict()
@@ -164,9 +184,14 @@ class RelayDiscovery:
         return self._watched
 
     def relays_of(self, pubkey: str) -> dict[int, tuple[str, ...]]:
-        """The relays of a user's newest checked lists, by kind."""
+        """The read (10050: DM) relays of a user's newest checked lists, by kind."""
         lists = self._lists.get(pubkey)
-        return {} if lists is None else dict(lists.relays)
+        return {} if lists is None else {kind: listed.read for kind, listed in lists.relays.items()}
+
+    def write_relays_of(self, pubkey: str) -> tuple[str, ...]:
+        """The write relays of a user's newest checked 10002."""
+        lists = self._lists.get(pubkey)
+        return () if lists is None else lists.write_relays()
 
     def filters(self) -> tuple[dict[str, Any], ...]:
         """The relay-list filters for every registered pubkey (the same objects until the pubkeys change)."""
@@ -196,6 +221,14 @@ class RelayDiscovery:
             self._filters = author_filters(authors)
         self._schedule()
 
+    def want_authored(self, kinds: tuple[int, ...], pubkeys: frozenset[str]) -> None:
+        """Events of `kinds` that `pubkeys` publish themselves are needed (their own kind 3 and 10000): ask their
+        10002 write relays and the indexers for them. Only registered users' lists are known, so only they count."""
+        if (kinds, pubkeys) == (self._authored_kinds, self._authored):
+            return
+        self._authored_kinds, self._authored = kinds, pubkeys
+        self._schedule()
+
     def on_relay_list(self, event: Event) -> None:
         """Kind handler for 10002 and 10050: note the newest list of a registered user; its relays are checked by
         the worker before they count."""
@@ -210,17 +243,19 @@ class RelayDiscovery:
         self._pending[(event.pubkey, event.kind)] = (event.created_at, self._listed(event))
         self._wake.set()
 
-    def _listed(self, event: Event) -> tuple[str, ...]:
-        """The relays a list names, normalised, in order, at most `max_relays_per_user` besides configured ones."""
+    def _listed(self, event: Event) -> _Listed:
+        """Read (DM) relays and, for a 10002, write relays of a list, each at most `max_relays_per_user`."""
+        if event.kind == DM_RELAYS:
+            return _Listed(read=self._urls(event, "relay", None))
+        return _Listed(read=self._urls(event, "r", "write"), write=self._urls(event, "r", "read"))
+
+    def _urls(self, event: Event, name: str, not_marked: str | None) -> tuple[str, ...]:
+        """The relays of the list's `name` tags not marked `not_marked`, normalised, in order, at most
+        `max_relays_per_user` besides configured ones."""
         urls: dict[str, None] = {}
         counted = 0
         for tag in event.tags[:MAX_TAGS_READ]:
-            if len(tag) < 2:
-                continue
-            if event.kind == DM_RELAYS:
-                if tag[0] != "relay":
-                    continue
-            elif tag[0] != "r" or (len(tag) > 2 and tag[2] == "write"):
+            if len(tag) < 2 or tag[0] != name or (len(tag) > 2 and tag[2] == not_marked):
                 continue
             url = normalize_relay_url(tag[1])
             if url is None:
@@ -242,16 +277,19 @@ class RelayDiscovery:
             self._wake.clear()
             while self._pending:
                 key = next(iter(self._pending))
-                created_at, urls = self._pending.pop(key)
+                created_at, listed = self._pending.pop(key)
                 try:
-                    accepted = tuple([url for url in urls if await self._allowed(url)])
+                    allowed = {url for url in dict.fromkeys((*listed.read, *listed.write)) if await self._allowed(url)}
                 except Exception:
                     log.warning("relay list of %s not checked", ident(key[0]), exc_info=True)
                     continue
                 lists = self._lists.get(key[0])
                 if lists is None or lists.seen.get(key[1]) != created_at:
                     continue  # a newer list arrived meanwhile (and is pending), or the user is gone
-                lists.relays[key[1]] = accepted
+                lists.relays[key[1]] = _Listed(
+                    read=tuple(url for url in listed.read if url in allowed),
+                    write=tuple(url for url in listed.write if url in allowed),
+                )
                 LISTS.labels("applied").inc()
                 self._schedule()
 
@@ -279,6 +317,12 @@ class RelayDiscovery:
             REFUSED.labels("guard").inc()
         return verdict[1]
 
+    def _authored_filters(self, pubkeys: Iterable[str]) -> tuple[dict[str, Any], ...]:
+        """Filters for what `pubkeys` publish of the `want_authored` kinds, their whole history (replaceable lists)."""
+        if not self._authored_kinds:
+            return ()
+        return tuple({**f, "kinds": list(self._authored_kinds)} for f in author_filters(pubkeys))
+
     def _schedule(self) -> None:
         """Recompute what every listed relay is asked for, soon: changes come in bursts."""
         if self._timer is None:
@@ -287,7 +331,7 @@ class RelayDiscovery:
     def _recompute(self) -> None:
         self._timer = None
         wanted: dict[str, dict[frozenset[int], set[str]]] = {}
-        users: dict[str, int] = {}
+        users: dict[str, set[str]] = {}
         limit = self._config.max_relays_per_user
         for kinds, pubkeys in self._kinds.items():
             dm_kinds, other_kinds = kinds & DM_KINDS, kinds - DM_KINDS
@@ -302,16 +346,29 @@ class RelayDiscovery:
                             needs.setdefault(url, set()).update(needed)
                 for url, relay_kinds in needs.items():
                     wanted.setdefault(url, {}).setdefault(frozenset(relay_kinds), set()).add(pubkey)
-                    users[url] = users.get(url, 0) + 1
-        ranked = sorted(wanted, key=lambda url: (-users[url], url))
+                    users.setdefault(url, set()).add(pubkey)
+        authored: dict[str, set[str]] = {}
+        for pubkey in self._authored & self._lists.keys() if self._authored_kinds else ():
+            for url in self._lists[pubkey].write_relays():
+                if url not in self._configured:
+                    authored.setdefault(url, set()).add(pubkey)
+                    users.setdefault(url, set()).add(pubkey)
+        ranked = sorted(users, key=lambda url: (-len(users[url]), url))
         kept = ranked[: self._config.max_relays]
         RELAYS.labels("watched").set(len(kept))
         RELAYS.labels("over_budget").set(len(ranked) - len(kept))
-        watched = {url: Interest(p={k: frozenset(v) for k, v in wanted[url].items()}) for url in kept}
+        watched = {
+            url: Interest(
+                p={k: frozenset(v) for k, v in wanted.get(url, {}).items()},
+                extra=self._authored_filters(authored.get(url, ())),
+            )
+            for url in kept
+        }
+        indexed = (*self._filters, *self._authored_filters(self._authored & self._authors))
         for url in self._indexers:
-            if self._filters:
+            if indexed:
                 current = watched.get(url, Interest())
-                watched[url] = Interest(p=current.p, extra=self._filters)
+                watched[url] = Interest(p=current.p, extra=(*indexed, *current.extra))
         for url in self._watched.keys() - watched.keys():
             self._set_relay_interest(url, None)
         for url, interest in watched.items():
