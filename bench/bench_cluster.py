@@ -207,6 +207,7 @@ def instance_toml(  # noqa: PLR0917 - one value per line of the file
 [server]
 data_dir = "{workdir / f"data{n}"}"
 port = {port}
+workers = 1
 
 [store]
 url = "{store_url}"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def test_environment_arrays_and_config_path(tmp_path: Path) -> None:
         ('[nostr]\nrelays = ["http://x"]\n', {}, "nostr.relays"),
         ('[apps.a]\ntransport = "carrier-pigeon"\n', {}, "apps.a.transport"),
         ('[platform_apps]\nios = "missing"\n', {}, "platform_apps.ios"),
+        ("[server]\nworkers = 2\n", {}, "server.workers"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, env: dict[str, str], named: str) -> None:
@@ -61,6 +63,13 @@ def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, env: dict[st
     path.write_text(toml)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_settings(path, environ=env)
+
+
+def test_workers_default_to_the_cores_only_in_a_cluster(tmp_path: Path) -> None:
+    assert load_settings(None, environ={}).workers == 1  # SQLite: one process
+    cluster = {"PUSHSTR_STORE__URL": "postgresql+asyncpg://db/x", "PUSHSTR_CLUSTER__ENABLED": "true"}
+    assert load_settings(None, environ=cluster).workers == (os.cpu_count() or 1)
+    assert load_settings(None, environ={**cluster, "PUSHSTR_SERVER__WORKERS": "1"}).workers == 1
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:

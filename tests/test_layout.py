@@ -2,7 +2,7 @@
 
 Bottom to top (each layer may import the layers before it):
   foundation (nostr, net, logutil, metrics, ratelimit) → registry → config, identity → store → transports →
-  delivery → engine → relays → dialects → cluster → app → api → ops → cli
+  delivery → engine → relays → dialects → cluster → app → api → ops → supervisor → cli
 Data flows the other way: relays feed the engine, the engine hands notifications to delivery, delivery to the
 transports; dialects sit beside the pipeline and write the registry.
 """
@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("app",),
     ("api",),
     ("ops",),
+    ("supervisor",),
     ("cli",),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

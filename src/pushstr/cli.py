@@ -25,6 +25,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     # Settings first: a configuration mistake is reported before anything heavy is imported or started.
     settings = _settings(args)
+    if args.listen_fd is None and settings.workers > 1:
+        from pushstr.supervisor import Supervisor
+
+        return Supervisor(settings, ["--config", args.config] if args.config else []).run()
+    import socket
+
     import uvicorn
 
     class GracefulServer(uvicorn.Server):
@@ -39,7 +45,16 @@ def _serve(args: argparse.Namespace) -> int:
     from pushstr.app import Service
 
     config = server_config(create_app(Service(settings)), settings)
-    asyncio.run(GracefulServer(config).serve())
+    if args.listen_fd is None:
+        asyncio.run(GracefulServer(config).serve())
+        return 0
+    # A worker of `pushstr.supervisor`: it accepts on the socket the supervisor bound, and shows its own metrics.
+    if settings.server.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.server.metrics_port + args.worker_index, settings.server.host)
+    listening = socket.socket(fileno=args.listen_fd)
+    asyncio.run(GracefulServer(config).serve(sockets=[listening]))
     return 0
 
 
@@ -185,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--config", help="TOML file (default: ./pushstr.toml when present)")
         sub.set_defaults(handler=handler)
+        if name == "serve":  # how the supervisor starts its workers (`server.workers`), not for people
+            sub.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+            sub.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     keygen = commands.add_parser("keygen", help="print a new Nostr key pair")
     keygen.set_defaults(handler=_keygen)
     _add_ops_commands(commands)

@@ -93,6 +93,21 @@ class ServerConfig(_Section):
         description="reverse proxies (IP addresses or CIDR networks) whose `X-Forwarded-For` names the client; "
         "empty: the TCP peer is the client",
     )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="processes `pushstr serve` runs on this host, splitting shards and the outbox by the cluster's "
+        "leases and sharing the listen port; more than 1 needs `cluster.enabled`; unset: the number of cores with "
+        "`cluster.enabled`, else 1",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="with several workers, worker k (from 0) also serves its `/metrics` on this port + k, so each "
+        "can be scraped (on the listen port a scrape reaches whichever worker accepts it)",
+    )
     dashboard: Literal["auto", "public", "token", "off"] = Field(
         "auto",
         description="the live dashboard (`/dashboard`) and its data (`/status`): `public`, `token` (a bearer token "
@@ -801,6 +816,12 @@ class Settings(_Section):
             raise PydanticCustomError(
                 "cluster_store", "cluster.enabled needs a PostgreSQL store.url", {"key": "cluster.enabled"}
             )
+        if (self.server.workers or 1) > 1 and not self.cluster.enabled:
+            raise PydanticCustomError(
+                "workers_cluster",
+                "server.workers above 1 needs cluster.enabled (the workers split the work by its leases)",
+                {"key": "server.workers"},
+            )
         if self.cluster.renew_interval >= self.cluster.lease_seconds / 2:
             raise PydanticCustomError(
                 "cluster_renew",
@@ -813,6 +834,13 @@ class Settings(_Section):
         if self.app_for(platform="", app=app_id) is None:  # an app named outright does not depend on the platform
             # The error's location would be the whole model; `_describe` reads the key from the context.
             raise PydanticCustomError("unknown_app", "no app {app} in [apps]", {"key": key, "app": repr(app_id)})
+
+    @property
+    def workers(self) -> int:
+        """How many processes `pushstr serve` runs (`server.workers`, its default resolved)."""
+        if self.server.workers is not None:
+            return self.server.workers
+        return max(1, os.cpu_count() or 1) if self.cluster.enabled else 1
 
     @property
     def store_url(self) -> str:

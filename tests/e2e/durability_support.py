@@ -157,12 +157,18 @@ class Config:
     update_interval: float = 1.0
     #: `server.public_url`, which NIP-98 `u` tags name (unset: the URL a request reached).
     public_url: str | None = None
+    #: `server.workers`: one process per instance unless a test asks for the supervisor.
+    workers: int = 1
+    #: `server.metrics_port`: worker k's own `/metrics` at this port + k.
+    metrics_port: int | None = None
 
     def toml(self) -> str:
         return f"""
 [server]
 data_dir = "{self.data_dir}"
 port = {self.port}
+workers = {self.workers}
+{f"metrics_port = {self.metrics_port}" if self.metrics_port else ""}
 {f'public_url = "{self.public_url}"' if self.public_url else ""}
 
 [nostr]
