@@ -1,4 +1,5 @@
-"""Several instances on one PostgreSQL: pushes per second with 1, 2 and 3 `pushstr serve` processes on this machine.
+"""Several instances on one PostgreSQL: pushes per second with 1, 2 and 3 `pushstr serve` processes on this machine,
+and with one `pushstr serve` of 2 workers (`server.workers`: the same cluster members behind one port).
 
 Every part is a process of its own, as in production: N pushstr instances (cluster on, one PostgreSQL database,
 outbox on), a relay that sends each connection only the events its subscriptions ask for (`#p`), as a real relay
@@ -12,6 +13,7 @@ make more CPU, so this measures what splitting costs (each instance pays its own
 database round trips and its lease work) rather than a speed-up; the report says how busy each process was.
 
     .venv/bin/python bench/bench_cluster.py [--smoke] [--json PATH] [--events N] [--users N] [--instances 1,2,3]
+        [--workers 2]
 """
 
 from __future__ import annotations
@@ -196,10 +198,33 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_run(length: int) -> int:
+    """A port p such that p … p + length - 1 are all free (the workers' metrics ports)."""
+    for _ in range(100):
+        first = free_port()
+        with contextlib.ExitStack() as probes:
+            try:
+                for port in range(first + 1, first + length):
+                    probes.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"no {length} adjacent free ports")
+
+
 def instance_toml(  # noqa: PLR0917 - one value per line of the file
-    n: int, port: int, workdir: Path, store_url: str, relay: str, apns: ApnsProcess, secret: str
+    n: int,
+    port: int,
+    workdir: Path,
+    store_url: str,
+    relay: str,
+    apns: ApnsProcess,
+    secret: str,
+    workers: int = 1,
+    metrics_port: int | None = None,
 ) -> Path:
-    """Instance `n`'s configuration: one APNs app in alert mode (the payload names the event), no dialects."""
+    """Instance `n`'s configuration: one APNs app in alert mode (the payload names the event), no dialects;
+    `workers` processes behind its port, worker k's metrics at `metrics_port` + k."""
     path = workdir / f"node{n}.toml"
     disabled = "".join(f"\n[dialects.{name}]\nenabled = false\n" for name in ("mostro", "push_settings", "marmot"))
     path.write_text(
@@ -207,7 +232,8 @@ def instance_toml(  # noqa: PLR0917 - one value per line of the file
 [server]
 data_dir = "{workdir / f"data{n}"}"
 port = {port}
-workers = 1
+workers = {workers}
+{f"metrics_port = {metrics_port}" if metrics_port else ""}
 
 [store]
 url = "{store_url}"
@@ -250,11 +276,13 @@ queue_size = 100000
 
 
 class Instance:
-    """`pushstr serve --config FILE` as a child process, listening on `port`."""
+    """`pushstr serve --config FILE` as a child process, listening on `port`; with workers, their own metrics
+    at `metrics_ports`."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    def __init__(self, config: Path, port: int, log: Path, metrics_ports: list[int] | None = None) -> None:
         self.log = log
         self.base_url = f"http://127.0.0.1:{port}"
+        self.metrics_urls = [f"http://127.0.0.1:{p}" for p in metrics_ports] if metrics_ports else [self.base_url]
         with log.open("wb") as out:
             env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
             self.process = subprocess.Popen(
@@ -278,13 +306,27 @@ class Instance:
             await asyncio.sleep(0.1)
         raise RuntimeError(f"instance not ready:\n{self.tail()}")
 
-    async def metrics(self, client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = (await client.get(self.base_url + "/metrics")).text
+    async def metrics(
+        self, client: httpx.AsyncClient, url: str | None = None
+    ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The samples of `/metrics` at `url` (one worker's), else at the instance's port."""
+        text = (await client.get((url or self.base_url) + "/metrics")).text
         return {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
         }
+
+    def pids(self, name: str) -> dict[str, int]:
+        """The processes doing the work: the instance itself, or its workers (the supervisor only waits)."""
+        workers = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = (entry / "stat").read_text()
+                    if int(stat.rpartition(")")[2].split()[1]) == self.process.pid:
+                        workers[f"{name}-w{len(workers)}"] = int(entry.name)
+        return workers or {name: self.process.pid}
 
     def stop(self) -> None:
         self.process.terminate()
@@ -334,53 +376,67 @@ async def _settle(instances: list[Instance], relay: RelayProcess, users: int, cl
     """Wait until the instances hold every shard and the relay sees every user subscribed exactly once."""
     started = time.monotonic()
     loop = asyncio.get_running_loop()
+    held: list[float] = []
+    covered = total = 0
     while time.monotonic() - started < SETTLE_SECONDS:
-        held = [value(await node.metrics(client), "pushstr_cluster_shards_held") for node in instances]
+        try:
+            held = [
+                value(await node.metrics(client, url), "pushstr_cluster_shards_held")
+                for node in instances
+                for url in node.metrics_urls
+            ]
+        except httpx.HTTPError:  # a worker still starting
+            await asyncio.sleep(0.2)
+            continue
         covered, total = await loop.run_in_executor(None, relay.coverage)
-        if sum(held) == SHARDS and min(held) >= SHARDS // len(instances) and covered == total == users:
+        if sum(held) == SHARDS and min(held) >= SHARDS // len(held) and covered == total == users:
             return time.monotonic() - started
         await asyncio.sleep(0.2)
     raise RuntimeError(f"not settled after {SETTLE_SECONDS:.0f} s: shards {held}, relay coverage {covered}/{total}")
 
 
-async def run(count: int, feed: list[tuple[str, bytes]], users: list[str]) -> dict[str, Any]:
-    """Start `count` instances on a new database, push the feed through them; what was measured."""
+async def run(count: int, feed: list[tuple[str, bytes]], users: list[str], workers: int = 1) -> dict[str, Any]:
+    """Start `count` instances (of `workers` processes each) on a new database, push the feed through them; what
+    was measured."""
     database = f"pushstr_bench_{uuid.uuid4().hex[:10]}"
     await _admin(f'CREATE DATABASE "{database}"')
     store_url = make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            return await _run_in(Path(tmp), count, store_url, feed, users)
+            return await _run_in(Path(tmp), count, store_url, feed, users, workers)
     finally:
         await _admin(f'DROP DATABASE "{database}" WITH (FORCE)')
 
 
-async def _run_in(
-    workdir: Path, count: int, store_url: str, feed: list[tuple[str, bytes]], users: list[str]
+async def _run_in(  # noqa: PLR0917 - the run's parameters, passed on from `run`
+    workdir: Path, count: int, store_url: str, feed: list[tuple[str, bytes]], users: list[str], workers: int
 ) -> dict[str, Any]:
     await store_users(store_url, users)
     loop = asyncio.get_running_loop()
     secret = Keys.generate().secret_hex
     with ApnsProcess(workdir) as apns, RelayProcess(feed, workdir) as relay:
         ports = [free_port() for _ in range(count)]
-        configs = [instance_toml(n, port, workdir, store_url, relay.url, apns, secret) for n, port in enumerate(ports)]
-        instances = [
-            Instance(config, port, workdir / f"node{n}.log")
-            for n, (config, port) in enumerate(zip(configs, ports, strict=True))
-        ]
+        instances = []
+        for n, port in enumerate(ports):
+            first = free_run(workers) if workers > 1 else None  # worker k's metrics at first + k
+            config = instance_toml(n, port, workdir, store_url, relay.url, apns, secret, workers, first)
+            ports_of = [first + k for k in range(workers)] if first is not None else None
+            instances.append(Instance(config, port, workdir / f"node{n}.log", ports_of))
         try:
             async with httpx.AsyncClient(timeout=10) as client:
                 for node in instances:
                     await node.ready(client)
                 settle = await _settle(instances, relay, len(users), client)
-                pids = {f"pushstr-{n}": node.process.pid for n, node in enumerate(instances)}
+                pids: dict[str, int] = {}
+                for n, node in enumerate(instances):
+                    pids |= node.pids(f"pushstr-{n}")
                 pids |= {"relay": relay.pid, "fake_apns": apns.pid}
                 before = cpu_seconds(pids)
                 written_at, written = await loop.run_in_executor(None, relay.go)
                 await loop.run_in_executor(None, _await_pushes, apns, len(feed))
                 arrivals, _tokens = await loop.run_in_executor(None, apns.arrivals)
                 after = cpu_seconds(pids)
-                samples = [await node.metrics(client) for node in instances]
+                samples = [await node.metrics(client, url) for node in instances for url in node.metrics_urls]
         finally:
             for node in instances:
                 node.stop()
@@ -389,6 +445,7 @@ async def _run_in(
     ids = {event_id for event_id, _ in arrivals}
     return {
         "instances": count,
+        "workers": workers,
         "events": len(feed),
         "written": written,
         "pushes": len(arrivals),
@@ -398,6 +455,7 @@ async def _run_in(
         "pushes_per_second": round(len(ids) / seconds, 1),
         "settle_seconds": round(settle, 2),
         "cpu_share": {name: round((after[name] - before[name]) / seconds, 2) for name in after if name in before},
+        # per process: an instance, or each worker of one
         "req_frames_per_instance": [value(s, "pushstr_relay_sent_total", type="REQ") for s in samples],
         "events_received_per_instance": [value(s, "pushstr_relay_messages_total", type="EVENT") for s in samples],
         "shards_per_instance": [value(s, "pushstr_cluster_shards_held") for s in samples],
@@ -414,6 +472,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=None, help="gift wraps in the feed (default 8000; smoke 60)")
     parser.add_argument("--users", type=int, default=None, help="registered users (default 2000; smoke 30)")
     parser.add_argument("--instances", default=None, help="comma-separated instance counts (default 1,2,3)")
+    parser.add_argument(
+        "--workers", default="2", help="comma-separated `server.workers` of one instance, compared with 1 (default 2)"
+    )
     args = parser.parse_args()
     events = args.events or (60 if args.smoke else 8000)
     users_count = args.users or (30 if args.smoke else 2000)
@@ -423,12 +484,12 @@ def main() -> None:
     wraps = make_events(events, users)
     feed = [(users[i % len(users)], raw) for i, (_id, raw) in enumerate(wraps)]
     runs = []
-    for count in counts:
-        result = asyncio.run(run(count, feed, users))
+    for count, workers in [(count, 1) for count in counts] + [(1, int(w)) for w in args.workers.split(",") if w]:
+        result = asyncio.run(run(count, feed, users, workers))
         runs.append(result)
         print(
-            f"{count} instance(s): {grouped(result['pushes_per_second'])} pushes/s, {result['duplicates']} duplicates, "
-            f"REQs {result['req_frames_per_instance']}, cpu {result['cpu_share']}"
+            f"{count} instance(s) × {workers} worker(s): {grouped(result['pushes_per_second'])} pushes/s, "
+            f"{result['duplicates']} duplicates, REQs {result['req_frames_per_instance']}, cpu {result['cpu_share']}"
         )
     single = runs[0]["pushes_per_second"]
     rows = []
@@ -438,9 +499,14 @@ def main() -> None:
         figure = f"{grouped(result['pushes_per_second'])} pushes/s; REQs per instance {reqs}"
         if not complete:
             figure += f" ({result['events'] - result['distinct_events_pushed']} missing, {result['duplicates']} dup)"
+        who = (
+            f"{result['instances']} instance(s)"
+            if result["workers"] == 1
+            else f"1 instance of {result['workers']} workers (`server.workers`)"
+        )
         rows.append(
             Row(
-                what=f"cluster: {result['instances']} instance(s) on one PostgreSQL, {grouped(events)} gift wraps "
+                what=f"cluster: {who} on one PostgreSQL, {grouped(events)} gift wraps "
                 f"to {grouped(users_count)} users, relay → fake APNs",
                 figure=figure,
                 limit=f"1 instance: {grouped(single)}/s",
