@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from pushstr.config import NostrConfig
 from pushstr.logutil import RateLimitedLog, ident, shown_url
 from pushstr.nostr.keys import Keys
-from pushstr.relays.planner import EMPTY_PLAN, Plan
+from pushstr.relays.planner import EMPTY_PLAN, FIREHOSE_SUBSCRIPTION, Plan
 from pushstr.relays.session import (
     FRAME_OVERHEAD_BYTES,
     MAX_ADDRESSED_EVENT_BYTES,
@@ -68,6 +68,8 @@ class EventCallback(Protocol):
 
 RefusalCallback = Callable[[int], None]
 """Told how many subscriptions the relay seems to hold at most, when it refused one for holding too many."""
+FirehoseRefusalCallback = Callable[[], None]
+"""Told that the relay closed the firehose subscription (for another reason than capacity or AUTH)."""
 
 SOCKET_FRAME_FACTOR = 8
 """The websocket layer accepts frames this many times larger than we use, so that an oversized frame is counted
@@ -156,13 +158,15 @@ class RelayConnection:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_refused: RefusalCallback | None = None,
+        on_firehose_refused: FirehoseRefusalCallback | None = None,
         label: str | None = None,
     ) -> None:
         """`stable_seconds`: a connection that lasted this long resets the backoff. `max_outgoing` (plus one per
         planned subscription) bounds the messages waiting to be sent; overflowing it aborts the connection, and the
         reconnect re-sends everything. `on_refused` hears of subscriptions refused for holding too many, so that
-        the owner can plan smaller; the refused ones are re-sent with the next plan. `label` names the relay in
-        metrics (default: the URL without user info or query)."""
+        the owner can plan smaller; the refused ones are re-sent with the next plan. `on_firehose_refused` hears
+        that the relay closed the firehose subscription, so that the owner can ask for pubkey lists instead.
+        `label` names the relay in metrics (default: the URL without user info or query)."""
         self.url = url
         self.label = label or shown_url(url)
         self._keys = keys
@@ -175,6 +179,8 @@ class RelayConnection:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_refused = on_refused
+        self._on_firehose_refused = on_firehose_refused
+        self._firehose_events = 0  # of sockets that ended since `take_firehose_events`
         self._max_socket_frame = max(
             (config.max_event_bytes + FRAME_OVERHEAD_BYTES) * SOCKET_FRAME_FACTOR,
             2 * (MAX_ADDRESSED_EVENT_BYTES + FRAME_OVERHEAD_BYTES),  # an event addressed to the server may be larger
@@ -211,6 +217,15 @@ class RelayConnection:
         socket = self._socket
         if socket is not None:
             self._send(socket, socket.session.set_plan(plan))
+
+    def take_firehose_events(self) -> int:
+        """Live events on the firehose subscription since the last call: what the pool measures its rate by."""
+        count, self._firehose_events = self._firehose_events, 0
+        socket = self._socket
+        if socket is not None:
+            count += socket.session.firehose_events
+            socket.session.firehose_events = 0
+        return count
 
     @property
     def connected(self) -> bool:
@@ -299,6 +314,7 @@ class RelayConnection:
             writer.cancel()
             await asyncio.wait({writer})
             self._socket = None
+            self._firehose_events += session.firehose_events
             self._disconnected_at = self._clock()
         raise ConnectionAbortedError(socket.abort_reason)
 
@@ -376,6 +392,8 @@ class RelayConnection:
                 self._bad_input.info(f"notice:{self.url}", "relay %s notice: %s", self.url, _preview(action.text))
             case Closed():
                 self._counters.refused += 1
+                if action.sub_id == FIREHOSE_SUBSCRIPTION and self._desired.firehose and self._on_firehose_refused:
+                    self._on_firehose_refused()
                 self._bad_input.info(
                     f"closed:{self.url}",
                     "relay %s closed subscription %s: %s",
@@ -427,7 +445,6 @@ class RelayConnection:
         socket = self._socket
         yield "pushstr_relay_connected", (url,), 0 if socket is None else 1
         yield "pushstr_relay_subscriptions", (url,), 0 if socket is None else socket.session.open_subscriptions
-        yield "pushstr_relay_firehose", (url,), 1 if self._desired.firehose else 0
 
 
 _FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, tuple[str, ...]]] = {
@@ -447,11 +464,6 @@ _FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, t
     "pushstr_relay_connects": (CounterMetricFamily, "Connection attempts, by result", ("relay", "result")),
     "pushstr_relay_connected": (GaugeMetricFamily, "Connections open to the relay", ("relay",)),
     "pushstr_relay_subscriptions": (GaugeMetricFamily, "Subscriptions the relay holds open for us", ("relay",)),
-    "pushstr_relay_firehose": (
-        GaugeMetricFamily,
-        "1 while the relay is asked for whole kinds (matched here), 0 while for pubkey lists",
-        ("relay",),
-    ),
 }
 
 

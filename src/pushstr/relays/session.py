@@ -31,7 +31,7 @@ from pushstr.config import NostrConfig
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip42 import build_auth_event
 from pushstr.relays.paging import Pager, Reading, is_page
-from pushstr.relays.planner import Plan, Subscription, asks_giftwrap, diff_plans
+from pushstr.relays.planner import FIREHOSE_SUBSCRIPTION, Plan, Subscription, asks_giftwrap, diff_plans
 
 AUTH_REQUIRED = "auth-required:"
 RESUME_OVERLAP_SECONDS = 60
@@ -167,6 +167,9 @@ class RelaySession:
         self._auth_retried: set[str] = set()  # refused again after authenticating: not retried twice
         self._reading: dict[str, Reading] = {}  # REQs (and pages) whose stored events are arriving
         self._pager = Pager()
+        self.firehose_events = 0
+        """Live events (not stored ones of a catch-up) on the firehose subscription; the owner reads and resets it
+        to measure the firehose's rate."""
 
     @property
     def plan(self) -> Plan:
@@ -281,10 +284,11 @@ class RelaySession:
             if kind == "EVENT":  # nearly every frame: no handler call, no per-type report besides the event itself
                 if len(message) != 3 or not isinstance(message[1], str) or not isinstance(message[2], dict):
                     raise _BadMessage("EVENT must be [EVENT, sub id, object]")
-                if self._reading:
-                    reading = self._reading.get(message[1])
-                    if reading is not None:
-                        reading.saw(message[2].get("created_at"))
+                reading = self._reading.get(message[1]) if self._reading else None
+                if reading is not None:
+                    reading.saw(message[2].get("created_at"))
+                elif message[1] == FIREHOSE_SUBSCRIPTION:
+                    self.firehose_events += 1
                 return [EventReceived(message[2], message[1], len(frame) > self._event_frame)]
             handler = self._handlers.get(kind)
             if handler is None:
