@@ -25,10 +25,10 @@ from pushstr.nostr.keys import Keys
 from pushstr.relays.connection import RelayState
 from pushstr.relays.firehose import Reason
 from pushstr.relays.limits import RelayLimits
-from pushstr.relays.planner import Interest
+from pushstr.relays.planner import FIREHOSE_SUBSCRIPTION, Interest
 from pushstr.relays.pool import RelayPool
 from tests.fakes.strict_relay import StrictRelay
-from tests.relays.support import WAIT_SECONDS, Sink, eventually, fast_config, tagged_event
+from tests.relays.support import WAIT_SECONDS, FakeRelay, Sink, eventually, fast_config, tagged_event
 
 NOTES_AND_DMS = frozenset({1, 4})
 SMALL_FRAMES = RelayLimits(max_subscriptions=20, max_message_length=8192)
@@ -204,3 +204,27 @@ async def test_lists_past_the_connection_cap_are_cut_and_counted(
     async with Publisher(relay.url) as publisher:
         await publisher.send(missed)
     await auto_sink.wait_for_ids({missed.id})
+
+
+async def test_a_relay_that_closes_the_firehose_gets_the_lists_at_once() -> None:
+    """Some relays refuse filters without authors or tags: the CLOSED of the firehose REQ brings the lists."""
+    relay = FakeRelay()
+    await relay.start()
+    users = [Keys.generate().public_hex for _ in range(300)]
+    sink = Sink()
+    config = fast_config(firehose_above_subscriptions=1, firehose_hold_seconds=3600)  # the hold does not apply
+    pool = RelayPool([relay.url], Keys.generate(), sink, config, limits=SMALL_FRAMES, rate_interval=0.05)
+    pool.set_interest(Interest(p={NOTES_AND_DMS: frozenset(users)}))
+    try:
+        await pool.start()
+        ws = await relay.next_connection()
+        req = await relay.next_message("REQ")
+        assert req[1] == FIREHOSE_SUBSCRIPTION
+        await ws.send(orjson.dumps(["CLOSED", FIREHOSE_SUBSCRIPTION, "blocked: filter too broad"]).decode())
+        lists = [await relay.next_message("REQ") for _ in range(2)]
+        assert all(message[1].startswith("n") and "#p" in message[2] for message in lists)
+        mode = pool.mode_for(relay.url)
+        assert mode is not None and (mode.firehose, mode.reason, mode.switches) == (False, Reason.REFUSED, 1)
+    finally:
+        await pool.close()
+        await relay.stop()
