@@ -15,6 +15,12 @@ subscription.
 
 Each connection counts what happens to it in one place (`_Counters`); `status()` and the Prometheus series are
 both read from there, the latter only when /metrics is scraped.
+
+Nearly every frame a relay sends is one complete text message, an EVENT. The websocket (`_FrameConnection`)
+hands such frames to the session as the socket's data is parsed, instead of queueing each one for `recv()` and
+waking the read loop for it: on a firehose that queueing cost about as much as the session's own work per frame.
+Anything else (fragmented or binary messages, or a frame behind them) goes through `recv()` as before, so
+messages keep their order.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.metrics_core import Metric
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from pushstr.config import NostrConfig
 from pushstr.logutil import RateLimitedLog, ident, shown_url
@@ -129,6 +137,32 @@ class _Counters:
     connects: int = 0
     reconnects: int = 0
     connect_failures: int = 0
+
+
+_TEXT = Opcode.TEXT
+
+
+class _FrameConnection(ClientConnection):
+    """A client websocket that gives each complete text frame to `on_text` as soon as it is parsed.
+
+    Only while nothing waits in the message queue (a fragmented or binary message the read loop has not taken yet),
+    so that the order of messages is kept; every other frame takes websockets' own path. `on_text` must not raise.
+    """
+
+    on_text: Callable[[bytes | bytearray | memoryview], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        on_text = self.on_text
+        if (
+            on_text is not None
+            and type(event) is Frame
+            and event.opcode is _TEXT
+            and event.fin
+            and not self.recv_messages.frames
+        ):
+            on_text(event.data)
+            return
+        super().process_event(event)
 
 
 @dataclass(eq=False)
@@ -265,6 +299,7 @@ class RelayConnection:
                     open_timeout=self._config.connect_timeout_seconds,
                     close_timeout=CLOSE_TIMEOUT_SECONDS,
                     max_size=self._max_socket_frame,
+                    create_connection=_FrameConnection,
                 ) as ws:
                     connected_at = time.monotonic()
                     self._counters.connects += 1
@@ -319,20 +354,38 @@ class RelayConnection:
         raise ConnectionAbortedError(socket.abort_reason)
 
     async def _read(self, socket: _Socket) -> None:
-        """Handle frames until the socket closes (normally, by error, or by `_abort`)."""
+        """Handle frames until the socket closes (normally, by error, or by `_abort`): single text frames as they
+        are parsed (`_FrameConnection`), the rest as `recv()` returns them."""
+        ws = socket.ws
+        assert isinstance(ws, _FrameConnection)
         received = self._counters.received
+        receive = socket.session.receive
+
+        def handle(frame: bytes | bytearray | memoryview) -> None:
+            for action in receive(frame):
+                if type(action) is EventReceived:  # the per-event path, without the dispatch below
+                    received["EVENT"] += 1
+                    self._deliver(action)
+                else:
+                    self._perform(socket, action)
+
+        def on_text(frame: bytes | bytearray | memoryview) -> None:
+            if socket.abort_reason is not None:
+                return  # frames parsed with the one that ended the socket
+            try:
+                handle(frame)
+            except Exception as exc:  # called by the socket's parser, which must not see it: end this socket
+                self._abort(socket, f"frame handling failed: {_describe(exc)}")
+
+        ws.on_text = on_text
         try:
             while True:
-                frame = await socket.ws.recv(decode=False)
-                for action in socket.session.receive(frame):
-                    if type(action) is EventReceived:  # the per-event path, without the dispatch below
-                        received["EVENT"] += 1
-                        self._deliver(action)
-                    else:
-                        self._perform(socket, action)
+                handle(await ws.recv(decode=False))
         except ConnectionClosed:
             if socket.abort_reason is None:
                 raise
+        finally:
+            ws.on_text = None
 
     async def _write(self, socket: _Socket) -> None:
         """Send queued messages in order; a send that does not finish in time aborts the connection."""

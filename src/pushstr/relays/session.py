@@ -265,37 +265,46 @@ class RelaySession:
 
     # -- what we receive --------------------------------------------------------------------------------------
 
-    def receive(self, frame: bytes | str) -> list[Action]:
+    def receive(self, frame: bytes | bytearray | memoryview | str) -> list[Action]:
         """The actions one received frame calls for.
 
         Each well-formed message is reported once for per-type counts: an EVENT by its `EventReceived` (one action
         per event on the hot path), any other type by a `Received` after the actions it caused.
         """
+        size = len(frame)
+        if size > self._max_frame:
+            return [Garbage(f"frame of {size} bytes")]
         try:
-            if len(frame) > self._max_frame:
-                raise _BadMessage(f"frame of {len(frame)} bytes")
-            try:
-                message = orjson.loads(frame)
-            except orjson.JSONDecodeError as exc:
-                raise _BadMessage("not JSON") from exc
-            if not isinstance(message, list) or not message or not isinstance(message[0], str):
-                raise _BadMessage("not a relay message")
-            kind = message[0]
-            if kind == "EVENT":  # nearly every frame: no handler call, no per-type report besides the event itself
-                if len(message) != 3 or not isinstance(message[1], str) or not isinstance(message[2], dict):
-                    raise _BadMessage("EVENT must be [EVENT, sub id, object]")
-                reading = self._reading.get(message[1]) if self._reading else None
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return [Garbage("not JSON")]
+        # Nearly every frame is a well-formed EVENT: checked by exact type (orjson builds no subclasses), with no
+        # handler call and no per-type report besides the event itself. Anything else takes `_message`.
+        if type(message) is list and len(message) == 3 and message[0] == "EVENT":
+            sub_id, event = message[1], message[2]
+            if type(sub_id) is str and type(event) is dict:
+                reading = self._reading.get(sub_id) if self._reading else None
                 if reading is not None:
-                    reading.saw(message[2].get("created_at"))
-                elif message[1] == FIREHOSE_SUBSCRIPTION:
+                    reading.saw(event.get("created_at"))
+                elif sub_id == FIREHOSE_SUBSCRIPTION:
                     self.firehose_events += 1
-                return [EventReceived(message[2], message[1], len(frame) > self._event_frame)]
-            handler = self._handlers.get(kind)
-            if handler is None:
-                raise _BadMessage(f"unknown message type {kind[:20]!r}")
-            actions = handler(self, message)
+                return [EventReceived(event, sub_id, size > self._event_frame)]
+        try:
+            return self._message(message)
         except _BadMessage as exc:
             return [Garbage(str(exc))]
+
+    def _message(self, message: Any) -> list[Action]:
+        """Any message but a well-formed EVENT: the actions of its handler, then its `Received`."""
+        if not isinstance(message, list) or not message or not isinstance(message[0], str):
+            raise _BadMessage("not a relay message")
+        kind = message[0]
+        if kind == "EVENT":
+            raise _BadMessage("EVENT must be [EVENT, sub id, object]")
+        handler = self._handlers.get(kind)
+        if handler is None:
+            raise _BadMessage(f"unknown message type {kind[:20]!r}")
+        actions = handler(self, message)
         actions.append(_RECEIVED[kind])
         return actions
 
