@@ -246,11 +246,13 @@ class RelayConnection:
         _METRICS.connections.discard(self)  # a removed relay does not linger in /metrics
 
     def set_plan(self, plan: Plan) -> None:
-        """Make `plan` the wanted subscriptions; a connected relay is sent the difference right away."""
+        """Make `plan` the wanted subscriptions; a connected relay is sent the difference right away (reaching back
+        further when the plan switches between pubkey lists and the firehose: `RelaySession.set_plan`)."""
+        switch = plan.firehose != self._desired.firehose
         self._desired = plan
         socket = self._socket
         if socket is not None:
-            self._send(socket, socket.session.set_plan(plan))
+            self._send(socket, socket.session.set_plan(plan, switch=switch))
 
     def take_firehose_events(self) -> int:
         """Live events on the firehose subscription since the last call: what the pool measures its rate by."""

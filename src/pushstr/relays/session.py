@@ -191,13 +191,17 @@ class RelaySession:
         """The REQs of the whole plan, to send once the socket is open."""
         return [self._req(sub_id, sub, self._resumed) for sub_id, sub in self._plan.subscriptions.items()]
 
-    def set_plan(self, plan: Plan) -> list[Outgoing]:
+    def set_plan(self, plan: Plan, *, switch: bool = False) -> list[Outgoing]:
         """Make `plan` what the relay holds: CLOSEs for vanished subscriptions, REQs for new and changed ones, and
         again for those that may have been refused for holding too many (the new plan is meant to fit).
 
         CLOSEs go first so that the relay has room for the REQs. These subscriptions start now, not at a
         disconnect, so they get the normal window even on a resume. A changed subscription the relay holds (not
         refused, its catch-up done) re-reads stored events only for the values it did not have (`_delta`).
+
+        `switch`: the plan trades the pubkey lists for the firehose or back. The old subscriptions are closed before
+        the new ones start, so the new ones reach back `RESUME_OVERLAP_SECONDS` at least, whatever the window:
+        an event the relay took in between is read by the new ones (and one read twice is dropped by admission).
         """
         old = self._plan
         diff = diff_plans(old, plan)
@@ -218,12 +222,14 @@ class RelaySession:
         retry = {sub_id: plan.subscriptions[sub_id] for sub_id in self._overflowed if sub_id not in diff.send}
         self._overflows = 0
         frames.extend(
-            self._req(sub_id, sub, resume=False, before=held.get(sub_id))
+            self._req(sub_id, sub, resume=False, before=held.get(sub_id), overlap=switch)
             for sub_id, sub in {**diff.send, **retry}.items()
         )
         return frames
 
-    def _req(self, sub_id: str, sub: Subscription, resume: bool, before: Subscription | None = None) -> Outgoing:
+    def _req(
+        self, sub_id: str, sub: Subscription, resume: bool, before: Subscription | None = None, overlap: bool = False
+    ) -> Outgoing:
         """A REQ whose filters each get their own window: one asking for gift wraps the long one. With `before`,
         the version of the subscription the relay holds, stored events are asked for the new values only."""
         regular = giftwrap = None
@@ -232,10 +238,10 @@ class RelaySession:
             if "since" in filter_:
                 filters.append(filter_)
             elif asks_giftwrap(filter_):
-                giftwrap = self._since(True, resume) if giftwrap is None else giftwrap
+                giftwrap = self._since(True, resume, overlap) if giftwrap is None else giftwrap
                 filters.append({**filter_, "since": giftwrap})
             else:
-                regular = self._since(False, resume) if regular is None else regular
+                regular = self._since(False, resume, overlap) if regular is None else regular
                 filters.append({**filter_, "since": regular})
         self._refused.discard(sub_id)
         self._overflowed.discard(sub_id)
@@ -248,19 +254,22 @@ class RelaySession:
         self._pager.forget(sub_id)
         return Outgoing("REQ", orjson.dumps(["REQ", sub_id, *filters]))
 
-    def _since(self, giftwrap: bool, resume: bool) -> int:
+    def _since(self, giftwrap: bool, resume: bool, overlap: bool = False) -> int:
         """Where a (re)subscription starts reading.
 
         Gift wraps carry `created_at` up to two days in the past, so they always get their own long window; a
         shorter `since` would hide fresh ones. Regular kinds read the normal window, and after a reconnect reach
-        back to just before the disconnect, but never further than the oldest event we would still push.
+        back to just before the disconnect (with `overlap`, before a switch of mode: see `set_plan`), but never
+        further than the oldest event we would still push.
         """
         now = int(self._clock())
         if giftwrap:
-            return now - self._config.giftwrap_since_window_seconds
+            return now - max(self._config.giftwrap_since_window_seconds, RESUME_OVERLAP_SECONDS if overlap else 0)
         since = now - self._config.since_window_seconds
         if resume and self._disconnected_at is not None:
             since = min(since, int(self._disconnected_at) - RESUME_OVERLAP_SECONDS)
+        if overlap:
+            since = min(since, now - RESUME_OVERLAP_SECONDS)
         return max(since, now - self._config.max_event_age_seconds)
 
     # -- what we receive --------------------------------------------------------------------------------------
