@@ -200,6 +200,28 @@ class NostrConfig(_Section):
     firehose_above_subscriptions: int | None = Field(
         None, ge=1, description="the `auto` threshold; unset: more than one connection to the relay may hold"
     )
+    firehose_max_events_per_second: float = Field(
+        2000.0,
+        gt=0,
+        description="in `auto`, a relay whose firehose brings more live events per second than this (averaged over "
+        "a minute) goes back to pubkey lists, if they fit in `max_connections_per_relay`",
+    )
+    firehose_hold_seconds: float = Field(
+        300.0, gt=0, description="least time between two switches of one relay between lists and the firehose"
+    )
+    firehose_retry_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="a relay sent back to the lists for its rate (or refusing the firehose) tries the firehose "
+        "again after this long; doubled after each further fallback for the rate, up to 24 times",
+    )
+    max_connections_per_relay: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="connections one relay's pubkey lists may use; a plan needing more is cut (its uncovered "
+        "pubkeys counted), and in `auto` goes to the firehose instead",
+    )
 
     @field_validator("relays")
     @classmethod

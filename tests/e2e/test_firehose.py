@@ -69,8 +69,15 @@ async def test_a_relay_the_lists_overflow_is_asked_for_the_kinds(tmp_path: Path,
             (status,) = (await client.get("/relays")).json()["relays"]
             metrics = (await client.get("/metrics")).text
         assert status["mode"] == ("firehose" if mode == "auto" else "pubkeys")
+        reason = "subscriptions" if mode == "auto" else "configured"
+        switches = 1 if mode == "auto" else 0  # the first registrations fit in lists
+        assert (status["mode_reason"], status["mode_switches"], status["uncovered_pubkeys"]) == (reason, switches, 0)
+        if mode == "off":
+            assert status["firehose_events_per_second"] is None  # measured only while on the firehose
         label = status["relay"]
         assert f'pushstr_relay_firehose{{relay="{label}"}} {1.0 if mode == "auto" else 0.0}' in metrics
+        assert f'pushstr_relay_mode_reason{{reason="{reason}",relay="{label}"}} 1.0' in metrics
+        assert f'pushstr_relay_uncovered_pubkeys{{relay="{label}"}} 0.0' in metrics
         assert relay.counters.refused == 0
     finally:
         await server.stop()

@@ -286,3 +286,30 @@ async def test_metrics_are_read_from_the_connection_and_leave_with_it(fake_relay
     finally:
         await connection.close()
     assert sample("pushstr_relay_messages_total", type="NOTICE") is None
+
+
+async def test_fragmented_and_binary_messages_keep_their_place_among_single_frames(fake_relay: FakeRelay) -> None:
+    """Single text frames go from the parser straight to the session; a fragmented or binary message waits in
+    websockets' queue, and the frames behind it wait with it, so the order of events is the relay's."""
+    sink = Sink()
+    connection = RelayConnection(fake_relay.url, Keys.generate(), sink, fast_config(), plan=dm_plan())
+    connection.start()
+    try:
+        server_side = await fake_relay.next_connection()
+        sub_id = (await fake_relay.next_message("REQ"))[1]
+
+        def frame(number: int) -> str:
+            event = {"id": f"{number:064x}", "kind": 4, "tags": [["p", ALICE]], "content": "", "created_at": T0}
+            return orjson.dumps(["EVENT", sub_id, event]).decode()
+
+        await server_side.send(frame(1))
+        whole = frame(2)
+        await server_side.send([whole[:40], whole[40:90], whole[90:]])  # one message in three frames
+        await server_side.send(frame(3))
+        await server_side.send(frame(4).encode())  # a binary message
+        await server_side.send(frame(5))
+        await eventually(lambda: len(sink.received) == 5, what="five events")
+        assert [int(event["id"], 16) for event, _ in sink.received] == [1, 2, 3, 4, 5]
+        assert connection.status().garbage == 0
+    finally:
+        await connection.close()

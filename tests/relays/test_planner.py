@@ -10,7 +10,16 @@ import pytest
 
 from pushstr.nostr.kinds import Kind
 from pushstr.relays.limits import DEFAULT_LIMITS, RelayLimits
-from pushstr.relays.planner import FIRST_LANE, Interest, Plan, Planner, RelayPlan, asks_giftwrap, diff_plans
+from pushstr.relays.planner import (
+    FIRST_LANE,
+    Interest,
+    Plan,
+    Planner,
+    RelayPlan,
+    asks_giftwrap,
+    cap_lanes,
+    diff_plans,
+)
 
 DM_KINDS = frozenset({4, 1059, 1, 9735})
 SINCE = 1_800_000_000
@@ -198,3 +207,19 @@ def test_a_firehose_plan_asks_for_the_kinds_in_one_req_whatever_the_interest() -
     assert [filter_ for sub in plan.subscriptions.values() for filter_ in sub.filters].count(fixed) == 1
     assert not Planner().plan(interest, DEFAULT_LIMITS).firehose
     assert Planner().plan(Interest(), DEFAULT_LIMITS, firehose=True).req_count == 0
+
+
+def test_a_plan_cut_to_a_connection_cap_keeps_its_first_lanes_and_counts_the_pubkeys_left_out() -> None:
+    fixed = {"kinds": [22456], "#p": ["f" * 64]}
+    users = pubkeys(20_000)
+    plan = Planner().plan(Interest(p={DM_KINDS: users}, extra=(fixed,)), DEFAULT_LIMITS)
+    assert len(plan.lanes) >= 2
+    assert cap_lanes(plan, len(plan.lanes)) == (plan, 0)
+
+    capped, uncovered = cap_lanes(plan, 1)
+    first = next(iter(plan.lanes))  # the lane of key 0, which carries the fixed filters
+    assert first.startswith(FIRST_LANE) and list(capped.lanes) == [first]
+    assert capped.lanes[first] is plan.lanes[first]
+    kept = {v for sub in capped.subscriptions.values() for f in sub.filters for v in f.get("#p", [])} - {"f" * 64}
+    assert kept < users and uncovered == len(users - kept) > 0  # each pubkey counted once, not once per kinds group
+    assert fixed in [f for sub in capped.subscriptions.values() for f in sub.filters]

@@ -10,7 +10,7 @@ import pytest
 from pushstr.config import NostrConfig
 from pushstr.nostr.event import Event
 from pushstr.nostr.keys import Keys
-from pushstr.relays.planner import Plan, Subscription
+from pushstr.relays.planner import FIREHOSE_SUBSCRIPTION, Plan, Subscription
 from pushstr.relays.session import (
     FRAME_OVERHEAD_BYTES,
     MAX_ADDRESSED_EVENT_BYTES,
@@ -138,6 +138,20 @@ def test_set_plan_sends_only_the_difference() -> None:
     assert session.plan is new_plan
     assert session.open_subscriptions == 2
     assert session.set_plan(new_plan) == []
+
+
+def test_a_switch_between_lists_and_firehose_reaches_back_whatever_the_window() -> None:
+    """The old subscriptions are closed before the new ones start: with no window at all, the new ones still read
+    the last minute, so that an event the relay took in between is not lost."""
+    config = CONFIG.model_copy(update={"since_window_seconds": 0, "giftwrap_since_window_seconds": 0})
+    lists = Plan({"n0.0": Subscription(({"kinds": [4], "#p": [ALICE]}, {"kinds": [1059], "#p": [ALICE]}))})
+    firehose = Plan({FIREHOSE_SUBSCRIPTION: Subscription(({"kinds": [4]}, {"kinds": [1059]}))}, firehose=True)
+    session = RelaySession(URL, Keys.generate(), config, firehose, clock=lambda: T0 + 0.75)
+    assert since_by_sub(sent(session.start())) == {FIREHOSE_SUBSCRIPTION: [T0, T0]}
+    messages = sent(session.set_plan(lists, switch=True))
+    assert messages[0] == ["CLOSE", FIREHOSE_SUBSCRIPTION]
+    assert since_by_sub(messages) == {"n0.0": [T0 - 60, T0 - 60]}
+    assert since_by_sub(sent(session.set_plan(Plan({"n0.1": lists.subscriptions["n0.0"]})))) == {"n0.1": [T0, T0]}
 
 
 # -- reading ------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ def relay_state(service: Service, status: RelayStatus, configured: frozenset[str
     """`status` with its plan and limits, as `schemas.RelayState` describes it."""
     url = status.url
     plan = service.pool.plan_for(url)
+    mode = service.pool.mode_for(url)
     limits = service.pool.limits_for(url)
     connections = len(plan.lanes) if plan is not None else 0
     error = status.last_error
@@ -30,6 +31,12 @@ def relay_state(service: Service, status: RelayStatus, configured: frozenset[str
         "configured": url in configured,
         "state": status.state.value,
         "mode": "firehose" if plan is not None and plan.firehose else "pubkeys",
+        "mode_reason": mode.reason.value if mode is not None else None,
+        "firehose_events_per_second": round(mode.events_per_second, 1)
+        if mode is not None and mode.events_per_second is not None
+        else None,
+        "mode_switches": mode.switches if mode is not None else 0,
+        "uncovered_pubkeys": mode.uncovered_pubkeys if mode is not None else 0,
         "authenticated": status.authenticated,
         "connections": connections,
         "subscriptions": {

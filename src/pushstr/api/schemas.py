@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from pushstr.relays.firehose import Reason
+
 
 class Health(BaseModel):
     status: str
@@ -59,6 +61,18 @@ class RelayState(BaseModel):
     state: str
     mode: Literal["pubkeys", "firehose"] = Field(
         description="pubkey lists in the filters, or whole kinds matched here (`nostr.firehose`)"
+    )
+    mode_reason: Reason | None = Field(
+        description="why: as configured; the lists fit (`firehose_above_subscriptions`); they need more "
+        "subscriptions than that, or more connections than `max_connections_per_relay`; the firehose brought more "
+        "than `firehose_max_events_per_second`; the relay refused the firehose. None before the first plan"
+    )
+    firehose_events_per_second: float | None = Field(
+        description="live events per second of the firehose (a minute's moving average), while the relay is on it"
+    )
+    mode_switches: int = Field(description="switches between lists and the firehose so far")
+    uncovered_pubkeys: int = Field(
+        description="pubkeys not asked of this relay: its lists need more than `max_connections_per_relay`"
     )
     authenticated: bool
     connections: int

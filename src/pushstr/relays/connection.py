@@ -15,6 +15,12 @@ subscription.
 
 Each connection counts what happens to it in one place (`_Counters`); `status()` and the Prometheus series are
 both read from there, the latter only when /metrics is scraped.
+
+Nearly every frame a relay sends is one complete text message, an EVENT. The websocket (`_FrameConnection`)
+hands such frames to the session as the socket's data is parsed, instead of queueing each one for `recv()` and
+waking the read loop for it: on a firehose that queueing cost about as much as the session's own work per frame.
+Anything else (fragmented or binary messages, or a frame behind them) goes through `recv()` as before, so
+messages keep their order.
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.metrics_core import Metric
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from pushstr.config import NostrConfig
 from pushstr.logutil import RateLimitedLog, ident, shown_url
 from pushstr.nostr.keys import Keys
-from pushstr.relays.planner import EMPTY_PLAN, Plan
+from pushstr.relays.planner import EMPTY_PLAN, FIREHOSE_SUBSCRIPTION, Plan
 from pushstr.relays.session import (
     FRAME_OVERHEAD_BYTES,
     MAX_ADDRESSED_EVENT_BYTES,
@@ -68,6 +76,8 @@ class EventCallback(Protocol):
 
 RefusalCallback = Callable[[int], None]
 """Told how many subscriptions the relay seems to hold at most, when it refused one for holding too many."""
+FirehoseRefusalCallback = Callable[[], None]
+"""Told that the relay closed the firehose subscription (for another reason than capacity or AUTH)."""
 
 SOCKET_FRAME_FACTOR = 8
 """The websocket layer accepts frames this many times larger than we use, so that an oversized frame is counted
@@ -129,6 +139,32 @@ class _Counters:
     connect_failures: int = 0
 
 
+_TEXT = Opcode.TEXT
+
+
+class _FrameConnection(ClientConnection):
+    """A client websocket that gives each complete text frame to `on_text` as soon as it is parsed.
+
+    Only while nothing waits in the message queue (a fragmented or binary message the read loop has not taken yet),
+    so that the order of messages is kept; every other frame takes websockets' own path. `on_text` must not raise.
+    """
+
+    on_text: Callable[[bytes | bytearray | memoryview], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        on_text = self.on_text
+        if (
+            on_text is not None
+            and type(event) is Frame
+            and event.opcode is _TEXT
+            and event.fin
+            and not self.recv_messages.frames
+        ):
+            on_text(event.data)
+            return
+        super().process_event(event)
+
+
 @dataclass(eq=False)
 class _Socket:
     """One websocket and what lives exactly as long as it."""
@@ -156,13 +192,15 @@ class RelayConnection:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_refused: RefusalCallback | None = None,
+        on_firehose_refused: FirehoseRefusalCallback | None = None,
         label: str | None = None,
     ) -> None:
         """`stable_seconds`: a connection that lasted this long resets the backoff. `max_outgoing` (plus one per
         planned subscription) bounds the messages waiting to be sent; overflowing it aborts the connection, and the
         reconnect re-sends everything. `on_refused` hears of subscriptions refused for holding too many, so that
-        the owner can plan smaller; the refused ones are re-sent with the next plan. `label` names the relay in
-        metrics (default: the URL without user info or query)."""
+        the owner can plan smaller; the refused ones are re-sent with the next plan. `on_firehose_refused` hears
+        that the relay closed the firehose subscription, so that the owner can ask for pubkey lists instead.
+        `label` names the relay in metrics (default: the URL without user info or query)."""
         self.url = url
         self.label = label or shown_url(url)
         self._keys = keys
@@ -175,6 +213,8 @@ class RelayConnection:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_refused = on_refused
+        self._on_firehose_refused = on_firehose_refused
+        self._firehose_events = 0  # of sockets that ended since `take_firehose_events`
         self._max_socket_frame = max(
             (config.max_event_bytes + FRAME_OVERHEAD_BYTES) * SOCKET_FRAME_FACTOR,
             2 * (MAX_ADDRESSED_EVENT_BYTES + FRAME_OVERHEAD_BYTES),  # an event addressed to the server may be larger
@@ -206,11 +246,22 @@ class RelayConnection:
         _METRICS.connections.discard(self)  # a removed relay does not linger in /metrics
 
     def set_plan(self, plan: Plan) -> None:
-        """Make `plan` the wanted subscriptions; a connected relay is sent the difference right away."""
+        """Make `plan` the wanted subscriptions; a connected relay is sent the difference right away (reaching back
+        further when the plan switches between pubkey lists and the firehose: `RelaySession.set_plan`)."""
+        switch = plan.firehose != self._desired.firehose
         self._desired = plan
         socket = self._socket
         if socket is not None:
-            self._send(socket, socket.session.set_plan(plan))
+            self._send(socket, socket.session.set_plan(plan, switch=switch))
+
+    def take_firehose_events(self) -> int:
+        """Live events on the firehose subscription since the last call: what the pool measures its rate by."""
+        count, self._firehose_events = self._firehose_events, 0
+        socket = self._socket
+        if socket is not None:
+            count += socket.session.firehose_events
+            socket.session.firehose_events = 0
+        return count
 
     @property
     def connected(self) -> bool:
@@ -250,6 +301,7 @@ class RelayConnection:
                     open_timeout=self._config.connect_timeout_seconds,
                     close_timeout=CLOSE_TIMEOUT_SECONDS,
                     max_size=self._max_socket_frame,
+                    create_connection=_FrameConnection,
                 ) as ws:
                     connected_at = time.monotonic()
                     self._counters.connects += 1
@@ -299,24 +351,43 @@ class RelayConnection:
             writer.cancel()
             await asyncio.wait({writer})
             self._socket = None
+            self._firehose_events += session.firehose_events
             self._disconnected_at = self._clock()
         raise ConnectionAbortedError(socket.abort_reason)
 
     async def _read(self, socket: _Socket) -> None:
-        """Handle frames until the socket closes (normally, by error, or by `_abort`)."""
+        """Handle frames until the socket closes (normally, by error, or by `_abort`): single text frames as they
+        are parsed (`_FrameConnection`), the rest as `recv()` returns them."""
+        ws = socket.ws
+        assert isinstance(ws, _FrameConnection)
         received = self._counters.received
+        receive = socket.session.receive
+
+        def handle(frame: bytes | bytearray | memoryview) -> None:
+            for action in receive(frame):
+                if type(action) is EventReceived:  # the per-event path, without the dispatch below
+                    received["EVENT"] += 1
+                    self._deliver(action)
+                else:
+                    self._perform(socket, action)
+
+        def on_text(frame: bytes | bytearray | memoryview) -> None:
+            if socket.abort_reason is not None:
+                return  # frames parsed with the one that ended the socket
+            try:
+                handle(frame)
+            except Exception as exc:  # called by the socket's parser, which must not see it: end this socket
+                self._abort(socket, f"frame handling failed: {_describe(exc)}")
+
+        ws.on_text = on_text
         try:
             while True:
-                frame = await socket.ws.recv(decode=False)
-                for action in socket.session.receive(frame):
-                    if type(action) is EventReceived:  # the per-event path, without the dispatch below
-                        received["EVENT"] += 1
-                        self._deliver(action)
-                    else:
-                        self._perform(socket, action)
+                handle(await ws.recv(decode=False))
         except ConnectionClosed:
             if socket.abort_reason is None:
                 raise
+        finally:
+            ws.on_text = None
 
     async def _write(self, socket: _Socket) -> None:
         """Send queued messages in order; a send that does not finish in time aborts the connection."""
@@ -376,6 +447,8 @@ class RelayConnection:
                 self._bad_input.info(f"notice:{self.url}", "relay %s notice: %s", self.url, _preview(action.text))
             case Closed():
                 self._counters.refused += 1
+                if action.sub_id == FIREHOSE_SUBSCRIPTION and self._desired.firehose and self._on_firehose_refused:
+                    self._on_firehose_refused()
                 self._bad_input.info(
                     f"closed:{self.url}",
                     "relay %s closed subscription %s: %s",
@@ -427,7 +500,6 @@ class RelayConnection:
         socket = self._socket
         yield "pushstr_relay_connected", (url,), 0 if socket is None else 1
         yield "pushstr_relay_subscriptions", (url,), 0 if socket is None else socket.session.open_subscriptions
-        yield "pushstr_relay_firehose", (url,), 1 if self._desired.firehose else 0
 
 
 _FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, tuple[str, ...]]] = {
@@ -447,11 +519,6 @@ _FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, t
     "pushstr_relay_connects": (CounterMetricFamily, "Connection attempts, by result", ("relay", "result")),
     "pushstr_relay_connected": (GaugeMetricFamily, "Connections open to the relay", ("relay",)),
     "pushstr_relay_subscriptions": (GaugeMetricFamily, "Subscriptions the relay holds open for us", ("relay",)),
-    "pushstr_relay_firehose": (
-        GaugeMetricFamily,
-        "1 while the relay is asked for whole kinds (matched here), 0 while for pubkey lists",
-        ("relay",),
-    ),
 }
 
 

@@ -132,6 +132,8 @@ class PlanDiff:
 EMPTY_PLAN = Plan()
 FIRST_LANE = "L"
 """The lane of the whole key space: the only one while a relay's plan fits one connection, even an empty plan."""
+FIREHOSE_SUBSCRIPTION = "k0"
+"""The id of the firehose REQ (every event of the kinds): its live events are what the firehose costs."""
 
 
 def diff_plans(old: Plan, new: Plan) -> PlanDiff:
@@ -370,7 +372,27 @@ def _kinds_only(groups: Sequence[_Placed]) -> dict[str, Subscription]:
     filters = [{"kinds": sorted(kinds - {Kind.GIFT_WRAP})}] if kinds - {Kind.GIFT_WRAP} else []
     if Kind.GIFT_WRAP in kinds:
         filters.append({"kinds": [Kind.GIFT_WRAP]})
-    return {"k0": Subscription(tuple(filters))} if filters else {}
+    return {FIREHOSE_SUBSCRIPTION: Subscription(tuple(filters))} if filters else {}
+
+
+def cap_lanes(plan: RelayPlan, cap: int) -> tuple[RelayPlan, int]:
+    """`plan` on at most `cap` connections, and how many pubkeys the lanes cut off held.
+
+    The lanes kept are the first in the plan's order: those of fixed filters, then the lanes of the key space in
+    key order (the first of them carrying the fixed REQs too), so the same interest keeps the same pubkeys.
+    """
+    if len(plan.lanes) <= cap:
+        return plan, 0
+    names = list(plan.lanes)
+    kept, cut = names[:cap], names[cap:]
+    uncovered: set[str] = set()
+    for name in cut:
+        for sub in plan.lanes[name].subscriptions.values():
+            for filter_ in sub.filters:
+                values = filter_.get("#p")
+                if isinstance(values, list):
+                    uncovered.update(values)
+    return RelayPlan({name: plan.lanes[name] for name in kept}), len(uncovered)
 
 
 def _lanes(

@@ -20,6 +20,11 @@ A relay users listed as their inbox (`relays.discovery`) gets an interest of its
 the pubkeys that named it, with only the kinds they need there, planned by the same planner within that relay's
 limits. Such a relay is connected when first given an interest and dropped when it has none, unless it is also in
 the shared set (configured, or added with `add_relay`), whose relays get the whole shared interest anyway.
+
+Whether a relay gets pubkey lists or whole kinds (the firehose) is its own `firehose.FirehoseChooser`'s choice,
+from the size of its list plan and, while it is on the firehose, the rate of live events it sends, counted by its
+connections and sampled every `rate_interval` seconds. Lists are cut to `max_connections_per_relay` connections;
+the pubkeys the cut lanes held are not asked of that relay, and are counted (`uncovered`).
 """
 
 from __future__ import annotations
@@ -27,18 +32,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from pushstr.config import NostrConfig
 from pushstr.logutil import ident, shown_url
 from pushstr.nostr.keys import Keys
 from pushstr.relays.connection import EventCallback, RelayConnection, RelayState, RelayStatus
+from pushstr.relays.firehose import RATE_WINDOW_SECONDS, Choice, FirehoseChooser, FirehosePolicy, ListSizes, Reason
 from pushstr.relays.limits import RelayLimits, fetch_limits
-from pushstr.relays.planner import FIRST_LANE, Interest, Planner, RelayPlan
+from pushstr.relays.planner import FIRST_LANE, Interest, Planner, RelayPlan, cap_lanes
 from pushstr.relays.urls import normalize_relay_url
 
 log = logging.getLogger(__name__)
@@ -47,9 +55,57 @@ PLAN_COST_FACTOR = 4.0
 """After a plan that took t seconds, the next one waits at least this many times t (planning ≤ 20% of the loop)."""
 UPDATE_INTERVAL_SECONDS = 1.0
 """Default for `update_interval`: the shortest time between two plan updates sent to one relay."""
+RATE_INTERVAL_SECONDS = 5.0
+"""Default for `rate_interval`: how often the firehose events of every relay are counted into its rate."""
 _STATE_ORDER = (RelayState.CLOSED, RelayState.BACKOFF, RelayState.CONNECTING, RelayState.CONNECTED)
 
 LimitsSource = Callable[[str], Awaitable[RelayLimits]]
+
+
+class _Plans:
+    """The list plan and the firehose plan of one interest for one relay's limits, each made when first needed,
+    and the list plan cut to the connection cap."""
+
+    def __init__(
+        self, planner: Planner, interest: Interest, limits: RelayLimits, own: Sequence[Mapping[str, Any]]
+    ) -> None:
+        self._planner = planner
+        self._interest = interest
+        self.limits = limits
+        self._own = own
+        self._lists: RelayPlan | None = None
+        self._firehose: RelayPlan | None = None
+        self._capped: tuple[int, RelayPlan, int] | None = None
+
+    def lists(self) -> RelayPlan:
+        if self._lists is None:
+            self._lists = self._planner.plan(self._interest, self.limits, self._own)
+        return self._lists
+
+    def firehose(self) -> RelayPlan:
+        if self._firehose is None:
+            self._firehose = self._planner.plan(self._interest, self.limits, self._own, firehose=True)
+        return self._firehose
+
+    def capped(self, cap: int) -> tuple[RelayPlan, int]:
+        """The lists on at most `cap` connections, and the pubkeys left out (`planner.cap_lanes`)."""
+        if self._capped is None or self._capped[0] != cap:
+            plan, uncovered = cap_lanes(self.lists(), cap)
+            self._capped = (cap, plan, uncovered)
+        return self._capped[1], self._capped[2]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayMode:
+    """Why a relay is asked for what it is asked for (`RelayPool.mode_for`)."""
+
+    firehose: bool
+    reason: Reason
+    events_per_second: float | None
+    """The smoothed rate of live firehose events, while the relay is on the firehose and one was measured."""
+    uncovered_pubkeys: int
+    """Pubkeys left out of the relay's lists by `max_connections_per_relay`."""
+    switches: int
 
 
 @dataclass(eq=False)
@@ -66,6 +122,11 @@ class _Relay:
     budget: int | None = None  # subscriptions per connection after refusals; None: what `limits` say
     lanes: dict[str, RelayConnection] = field(default_factory=dict)
     plan: RelayPlan | None = None
+    own_plans: _Plans | None = None  # the plans of its own interest (see `planned_for`)
+    chooser: FirehoseChooser | None = None  # lists or firehose, from its first plan on (see `RelayPool._choose`)
+    reason: Reason | None = None  # why `plan` is in its mode
+    uncovered: int = 0  # pubkeys the connection cap left out of `plan`
+    switches: dict[Reason, int] = field(default_factory=dict)  # mode switches so far, by the reason of the new mode
     timer: asyncio.TimerHandle | None = None
     next_update_at: float = 0.0
     lookup: asyncio.Task[None] | None = None
@@ -80,7 +141,9 @@ class RelayPool:
     """Connections to `urls`, started by `start()` and stopped by `close()`.
 
     Call `set_interest`, `add_relay` and `remove_relay` from the event loop's thread (sync code is fine).
-    `limits` fixes every relay's limits instead of reading their NIP-11 documents.
+    `limits` fixes every relay's limits instead of reading their NIP-11 documents. `rate_interval` is how often
+    firehose events are counted into each relay's rate, `rate_window` that rate's time constant, `clock` the time
+    the firehose choices are made by.
     """
 
     def __init__(
@@ -95,6 +158,9 @@ class RelayPool:
         update_interval: float = UPDATE_INTERVAL_SECONDS,
         limits: RelayLimits | None = None,
         limits_source: LimitsSource = fetch_limits,
+        rate_interval: float = RATE_INTERVAL_SECONDS,
+        rate_window: float = RATE_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._keys = keys
         self._on_event = on_event
@@ -107,9 +173,14 @@ class RelayPool:
         self._update_interval = update_interval
         self._fixed_limits = limits
         self._limits_source = limits_source
+        self._policy = FirehosePolicy.from_config(config)
+        self._rate_interval = rate_interval
+        self._rate_window = rate_window
+        self._clock = clock
+        self._rate_timer: asyncio.TimerHandle | None = None
         self._interest = Interest()
         self._pending: Interest | None = None
-        self._plans: dict[tuple[RelayLimits, bytes], RelayPlan] = {}  # for the current interest
+        self._plans: dict[tuple[RelayLimits, bytes], _Plans] = {}  # for the current interest
         self._timer: asyncio.TimerHandle | None = None
         self._next_plan_at = 0.0
         self._started = False
@@ -145,6 +216,19 @@ class RelayPool:
         relay = self._relays.get(relay_key(url))
         return None if relay is None else relay.effective_limits()
 
+    def mode_for(self, url: str) -> RelayMode | None:
+        """Whether the relay at `url` is on the firehose, why, and what was measured (None before its first plan)."""
+        relay = self._relays.get(relay_key(url))
+        if relay is None or relay.plan is None or relay.reason is None:
+            return None
+        return RelayMode(
+            firehose=relay.plan.firehose,
+            reason=relay.reason,
+            events_per_second=relay.chooser.rate if relay.chooser is not None else None,
+            uncovered_pubkeys=relay.uncovered,
+            switches=sum(relay.switches.values()),
+        )
+
     def status(self) -> list[RelayStatus]:
         """One status per relay, summed over its connections (its state is that of its least connected one)."""
         return [_merged(relay.url, [lane.status() for lane in relay.lanes.values()]) for relay in self._relays.values()]
@@ -152,17 +236,21 @@ class RelayPool:
     async def start(self) -> None:
         """Start every relay. Returns at once: limits are read and relays connect in the background."""
         self._started = True
+        _METRICS.pools.add(self)
         if self._pending is not None:
             self._apply()
         for relay in self._relays.values():
             self._begin(relay)
+        self._rate_timer = asyncio.get_running_loop().call_later(self._rate_interval, self._sample)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop every connection, waiting at most about `timeout` seconds in total."""
         self._started = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        _METRICS.pools.discard(self)
+        for timer in (self._timer, self._rate_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._rate_timer = None
         relays = list(self._relays.values())
         self._relays.clear()
         waits = [self._stop(relay, timeout) for relay in relays]
@@ -311,43 +399,74 @@ class RelayPool:
         own = self._own.get(relay.key, ())
         own_key = orjson.dumps(own)
         if relay.shared or relay.interest is None:
-            relay.planned_for = None
-            plan = self._plans.get((limits, own_key))
-            if plan is None:
-                plan = self._choose(self._planner, self._interest, limits, own)
-                self._plans[(limits, own_key)] = plan
+            relay.planned_for = relay.own_plans = None
+            plans = self._plans.get((limits, own_key))
+            if plans is None:
+                plans = self._plans[(limits, own_key)] = _Plans(self._planner, self._interest, limits, own)
         else:
             planned_for = (relay.interest, limits, own_key)
-            if relay.planned_for == planned_for:
-                return  # the shared interest changed, not this relay's
-            relay.planned_for = planned_for
-            plan = self._choose(self._own_planner, relay.interest, limits, own)
+            if relay.planned_for != planned_for or relay.own_plans is None:
+                relay.planned_for = planned_for
+                relay.own_plans = _Plans(self._own_planner, relay.interest, limits, own)
+            plans = relay.own_plans
+        plan, choice, uncovered = self._choose(relay, plans)
+        if plan is relay.plan and choice.reason is relay.reason:
+            return  # the shared interest changed, not this relay's (or its mode did not after all)
         relay.next_update_at = asyncio.get_running_loop().time() + self._update_interval
+        label = self.label(relay.url)
         if relay.plan is not None and relay.plan.firehose != plan.firehose:
+            relay.switches[choice.reason] = relay.switches.get(choice.reason, 0) + 1
+            rate = relay.chooser.meter.rate if relay.chooser is not None else None
             log.info(
-                "relay %s: %s",
-                self.label(relay.url),
+                "relay %s: %s (%s; firehose rate %s)",
+                label,
                 "whole kinds, matched here" if plan.firehose else "pubkey lists again",
+                choice.reason,
+                "not measured" if rate is None else f"{rate:.0f} events/s",
             )
-        relay.plan = plan
+        if uncovered != relay.uncovered:
+            log.warning(
+                "relay %s: %d pubkeys not asked for, the lists needing more than %d connections",
+                label,
+                uncovered,
+                self._policy.max_connections,
+            )
+        relay.plan, relay.reason, relay.uncovered = plan, choice.reason, uncovered
         self._assign(relay, plan)
-        log.debug("relay %s: %d subscriptions over %d connections", relay.url, plan.req_count, len(plan.lanes))
+        log.debug("relay %s: %d subscriptions over %d connections", label, plan.req_count, len(plan.lanes))
 
-    def _choose(
-        self, planner: Planner, interest: Interest, limits: RelayLimits, own: Sequence[Mapping[str, Any]]
-    ) -> RelayPlan:
-        """The pubkey-list plan, or the firehose one (`NostrConfig.firehose`): in `auto`, where the lists need more
-        subscriptions than `firehose_above_subscriptions` (by default, more than one connection holds) — a big
-        relay with many of our users, where the kinds are the smaller ask and one connection is enough."""
-        mode = self._config.firehose
-        if mode == "always":
-            return planner.plan(interest, limits, own, firehose=True)
-        plan = planner.plan(interest, limits, own)
-        if mode == "off":
-            return plan
-        threshold = self._config.firehose_above_subscriptions or limits.max_subscriptions
-        listed = sum(lane.req_count for name, lane in plan.lanes.items() if name.startswith(FIRST_LANE))
-        return planner.plan(interest, limits, own, firehose=True) if listed > threshold else plan
+    def _choose(self, relay: _Relay, plans: _Plans) -> tuple[RelayPlan, Choice, int]:
+        """The relay's plan, why it is in its mode, and the pubkeys the connection cap left out of it.
+
+        `always` takes the firehose without planning the lists. Otherwise the relay's chooser decides from the
+        lists' subscriptions on the lanes of the key space (beyond `firehose_above_subscriptions`, by default more
+        than one connection holds, the kinds are the smaller ask: a big relay with many of our users) and their
+        connections, and from the firehose's rate while the relay is on it (see `firehose`)."""
+        policy = self._policy
+        if relay.chooser is None:
+            relay.chooser = FirehoseChooser(policy, self._clock, window=self._rate_window)
+        if policy.mode == "always":
+            return plans.firehose(), relay.chooser.choose(None), 0
+        lists = plans.lists()
+        threshold = policy.above_subscriptions or plans.limits.max_subscriptions
+        listed = sum(lane.req_count for name, lane in lists.lanes.items() if name.startswith(FIRST_LANE))
+        choice = relay.chooser.choose(ListSizes(listed, len(lists.lanes), threshold))
+        if choice.firehose:
+            return plans.firehose(), choice, 0
+        plan, uncovered = plans.capped(policy.max_connections)
+        return plan, choice, uncovered
+
+    def _sample(self) -> None:
+        """Count every relay's firehose events into its rate, and re-plan those whose mode would now change."""
+        self._rate_timer = asyncio.get_running_loop().call_later(self._rate_interval, self._sample)
+        for relay in list(self._relays.values()):
+            events = sum(connection.take_firehose_events() for connection in relay.lanes.values())
+            chooser = relay.chooser
+            if chooser is None:
+                continue
+            chooser.observe(events)
+            if chooser.due():
+                self._schedule(relay)
 
     def _assign(self, relay: _Relay, plan: RelayPlan) -> None:
         """Give every lane of `plan` a connection. A lane that replaces a split or merged one takes over its
@@ -382,6 +501,7 @@ class RelayPool:
             self._on_event,
             self._config,
             on_refused=lambda held: self._refused(relay, held),
+            on_firehose_refused=lambda: self._firehose_refused(relay),
             label=self.label(relay.url),
         )
         connection.start()
@@ -399,6 +519,12 @@ class RelayPool:
             log.warning("relay %s refuses subscriptions: planning %d per connection", relay.url, budget)
             self._schedule(relay)
         # At one per connection there is nothing smaller to plan: the refused ones are re-sent with the next plan.
+
+    def _firehose_refused(self, relay: _Relay) -> None:
+        """The relay closed the firehose subscription: in `auto`, it is given the lists instead (for a while)."""
+        if relay.chooser is not None and self._policy.mode == "auto":
+            relay.chooser.refused()
+            self._schedule(relay)
 
     def _close_later(self, connection: RelayConnection) -> None:
         task = asyncio.get_running_loop().create_task(connection.close())
@@ -448,3 +574,68 @@ def _merged(url: str, statuses: list[RelayStatus]) -> RelayStatus:
         else:
             values[item.name] = sum(column)
     return RelayStatus(**values)
+
+
+_FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, tuple[str, ...]]] = {
+    "pushstr_relay_firehose": (
+        GaugeMetricFamily,
+        "1 while the relay is asked for whole kinds (matched here), 0 while for pubkey lists",
+        ("relay",),
+    ),
+    "pushstr_relay_mode_reason": (
+        GaugeMetricFamily,
+        "1 for why the relay is in its mode (configured, fits, subscriptions, connections, rate, refused)",
+        ("relay", "reason"),
+    ),
+    "pushstr_relay_mode_switches": (
+        CounterMetricFamily,
+        "Switches between pubkey lists and the firehose, by the reason of the new mode",
+        ("relay", "reason"),
+    ),
+    "pushstr_relay_firehose_events_per_second": (
+        GaugeMetricFamily,
+        "Live events per second the relay's firehose sends (averaged over a minute), while it is on the firehose",
+        ("relay",),
+    ),
+    "pushstr_relay_uncovered_pubkeys": (
+        GaugeMetricFamily,
+        "Pubkeys not asked of the relay: its lists need more than nostr.max_connections_per_relay connections",
+        ("relay",),
+    ),
+}
+
+
+class _PoolMetrics:
+    """The Prometheus view of every started pool's relay modes, built when /metrics is scraped (like the
+    connections' `_RelayMetrics`): a dropped relay's series disappear with it."""
+
+    def __init__(self) -> None:
+        self.pools: set[RelayPool] = set()
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(_empty_families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        families = _empty_families()
+        for pool in list(self.pools):
+            for relay in list(pool._relays.values()):
+                mode = pool.mode_for(relay.url)
+                if mode is None:
+                    continue
+                label = pool.label(relay.url)
+                families["pushstr_relay_firehose"].add_metric([label], 1 if mode.firehose else 0)
+                families["pushstr_relay_mode_reason"].add_metric([label, mode.reason.value], 1)
+                for reason, count in relay.switches.items():
+                    families["pushstr_relay_mode_switches"].add_metric([label, reason.value], count)
+                if mode.events_per_second is not None:
+                    families["pushstr_relay_firehose_events_per_second"].add_metric([label], mode.events_per_second)
+                families["pushstr_relay_uncovered_pubkeys"].add_metric([label], mode.uncovered_pubkeys)
+        return iter(families.values())
+
+
+def _empty_families() -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
+    return {name: family(name, text, labels=labels) for name, (family, text, labels) in _FAMILIES.items()}
+
+
+_METRICS = _PoolMetrics()
+REGISTRY.register(_METRICS)

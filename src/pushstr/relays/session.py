@@ -31,7 +31,7 @@ from pushstr.config import NostrConfig
 from pushstr.nostr.keys import Keys
 from pushstr.nostr.nip42 import build_auth_event
 from pushstr.relays.paging import Pager, Reading, is_page
-from pushstr.relays.planner import Plan, Subscription, asks_giftwrap, diff_plans
+from pushstr.relays.planner import FIREHOSE_SUBSCRIPTION, Plan, Subscription, asks_giftwrap, diff_plans
 
 AUTH_REQUIRED = "auth-required:"
 RESUME_OVERLAP_SECONDS = 60
@@ -167,6 +167,9 @@ class RelaySession:
         self._auth_retried: set[str] = set()  # refused again after authenticating: not retried twice
         self._reading: dict[str, Reading] = {}  # REQs (and pages) whose stored events are arriving
         self._pager = Pager()
+        self.firehose_events = 0
+        """Live events (not stored ones of a catch-up) on the firehose subscription; the owner reads and resets it
+        to measure the firehose's rate."""
 
     @property
     def plan(self) -> Plan:
@@ -188,13 +191,17 @@ class RelaySession:
         """The REQs of the whole plan, to send once the socket is open."""
         return [self._req(sub_id, sub, self._resumed) for sub_id, sub in self._plan.subscriptions.items()]
 
-    def set_plan(self, plan: Plan) -> list[Outgoing]:
+    def set_plan(self, plan: Plan, *, switch: bool = False) -> list[Outgoing]:
         """Make `plan` what the relay holds: CLOSEs for vanished subscriptions, REQs for new and changed ones, and
         again for those that may have been refused for holding too many (the new plan is meant to fit).
 
         CLOSEs go first so that the relay has room for the REQs. These subscriptions start now, not at a
         disconnect, so they get the normal window even on a resume. A changed subscription the relay holds (not
         refused, its catch-up done) re-reads stored events only for the values it did not have (`_delta`).
+
+        `switch`: the plan trades the pubkey lists for the firehose or back. The old subscriptions are closed before
+        the new ones start, so the new ones reach back `RESUME_OVERLAP_SECONDS` at least, whatever the window:
+        an event the relay took in between is read by the new ones (and one read twice is dropped by admission).
         """
         old = self._plan
         diff = diff_plans(old, plan)
@@ -215,12 +222,14 @@ class RelaySession:
         retry = {sub_id: plan.subscriptions[sub_id] for sub_id in self._overflowed if sub_id not in diff.send}
         self._overflows = 0
         frames.extend(
-            self._req(sub_id, sub, resume=False, before=held.get(sub_id))
+            self._req(sub_id, sub, resume=False, before=held.get(sub_id), overlap=switch)
             for sub_id, sub in {**diff.send, **retry}.items()
         )
         return frames
 
-    def _req(self, sub_id: str, sub: Subscription, resume: bool, before: Subscription | None = None) -> Outgoing:
+    def _req(
+        self, sub_id: str, sub: Subscription, resume: bool, before: Subscription | None = None, overlap: bool = False
+    ) -> Outgoing:
         """A REQ whose filters each get their own window: one asking for gift wraps the long one. With `before`,
         the version of the subscription the relay holds, stored events are asked for the new values only."""
         regular = giftwrap = None
@@ -229,10 +238,10 @@ class RelaySession:
             if "since" in filter_:
                 filters.append(filter_)
             elif asks_giftwrap(filter_):
-                giftwrap = self._since(True, resume) if giftwrap is None else giftwrap
+                giftwrap = self._since(True, resume, overlap) if giftwrap is None else giftwrap
                 filters.append({**filter_, "since": giftwrap})
             else:
-                regular = self._since(False, resume) if regular is None else regular
+                regular = self._since(False, resume, overlap) if regular is None else regular
                 filters.append({**filter_, "since": regular})
         self._refused.discard(sub_id)
         self._overflowed.discard(sub_id)
@@ -245,53 +254,66 @@ class RelaySession:
         self._pager.forget(sub_id)
         return Outgoing("REQ", orjson.dumps(["REQ", sub_id, *filters]))
 
-    def _since(self, giftwrap: bool, resume: bool) -> int:
+    def _since(self, giftwrap: bool, resume: bool, overlap: bool = False) -> int:
         """Where a (re)subscription starts reading.
 
         Gift wraps carry `created_at` up to two days in the past, so they always get their own long window; a
         shorter `since` would hide fresh ones. Regular kinds read the normal window, and after a reconnect reach
-        back to just before the disconnect, but never further than the oldest event we would still push.
+        back to just before the disconnect (with `overlap`, before a switch of mode: see `set_plan`), but never
+        further than the oldest event we would still push.
         """
         now = int(self._clock())
         if giftwrap:
-            return now - self._config.giftwrap_since_window_seconds
+            return now - max(self._config.giftwrap_since_window_seconds, RESUME_OVERLAP_SECONDS if overlap else 0)
         since = now - self._config.since_window_seconds
         if resume and self._disconnected_at is not None:
             since = min(since, int(self._disconnected_at) - RESUME_OVERLAP_SECONDS)
+        if overlap:
+            since = min(since, now - RESUME_OVERLAP_SECONDS)
         return max(since, now - self._config.max_event_age_seconds)
 
     # -- what we receive --------------------------------------------------------------------------------------
 
-    def receive(self, frame: bytes | str) -> list[Action]:
+    def receive(self, frame: bytes | bytearray | memoryview | str) -> list[Action]:
         """The actions one received frame calls for.
 
         Each well-formed message is reported once for per-type counts: an EVENT by its `EventReceived` (one action
         per event on the hot path), any other type by a `Received` after the actions it caused.
         """
+        size = len(frame)
+        if size > self._max_frame:
+            return [Garbage(f"frame of {size} bytes")]
         try:
-            if len(frame) > self._max_frame:
-                raise _BadMessage(f"frame of {len(frame)} bytes")
-            try:
-                message = orjson.loads(frame)
-            except orjson.JSONDecodeError as exc:
-                raise _BadMessage("not JSON") from exc
-            if not isinstance(message, list) or not message or not isinstance(message[0], str):
-                raise _BadMessage("not a relay message")
-            kind = message[0]
-            if kind == "EVENT":  # nearly every frame: no handler call, no per-type report besides the event itself
-                if len(message) != 3 or not isinstance(message[1], str) or not isinstance(message[2], dict):
-                    raise _BadMessage("EVENT must be [EVENT, sub id, object]")
-                if self._reading:
-                    reading = self._reading.get(message[1])
-                    if reading is not None:
-                        reading.saw(message[2].get("created_at"))
-                return [EventReceived(message[2], message[1], len(frame) > self._event_frame)]
-            handler = self._handlers.get(kind)
-            if handler is None:
-                raise _BadMessage(f"unknown message type {kind[:20]!r}")
-            actions = handler(self, message)
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return [Garbage("not JSON")]
+        # Nearly every frame is a well-formed EVENT: checked by exact type (orjson builds no subclasses), with no
+        # handler call and no per-type report besides the event itself. Anything else takes `_message`.
+        if type(message) is list and len(message) == 3 and message[0] == "EVENT":
+            sub_id, event = message[1], message[2]
+            if type(sub_id) is str and type(event) is dict:
+                reading = self._reading.get(sub_id) if self._reading else None
+                if reading is not None:
+                    reading.saw(event.get("created_at"))
+                elif sub_id == FIREHOSE_SUBSCRIPTION:
+                    self.firehose_events += 1
+                return [EventReceived(event, sub_id, size > self._event_frame)]
+        try:
+            return self._message(message)
         except _BadMessage as exc:
             return [Garbage(str(exc))]
+
+    def _message(self, message: Any) -> list[Action]:
+        """Any message but a well-formed EVENT: the actions of its handler, then its `Received`."""
+        if not isinstance(message, list) or not message or not isinstance(message[0], str):
+            raise _BadMessage("not a relay message")
+        kind = message[0]
+        if kind == "EVENT":
+            raise _BadMessage("EVENT must be [EVENT, sub id, object]")
+        handler = self._handlers.get(kind)
+        if handler is None:
+            raise _BadMessage(f"unknown message type {kind[:20]!r}")
+        actions = handler(self, message)
         actions.append(_RECEIVED[kind])
         return actions
 
